@@ -1,0 +1,107 @@
+// A Sampler owns one source, one sampling thread, one ring and one drain
+// thread that moves records from the ring into a ColumnStore.
+//
+//   sampler thread:  wait for deadline -> t_before -> source.read -> t_after -> ring
+//   drain thread:    every drain period, ring -> column store (memory grows with the run)
+//
+// The sampler thread wakes on absolute CLOCK_MONOTONIC deadlines
+// (clock_nanosleep TIMER_ABSTIME, optional spin before the deadline). A
+// deadline that has already passed when the thread gets to it is counted as
+// missed and skipped, never caught up in a burst. The thread never throws:
+// errors go to an ErrorSlot that Python reads at its next call.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "jouletrace/clock.hpp"
+#include "jouletrace/column_store.hpp"
+#include "jouletrace/errors.hpp"
+#include "jouletrace/ring.hpp"
+#include "jouletrace/source.hpp"
+
+namespace jouletrace {
+
+struct SamplerConfig {
+  double rate_hz = 1000.0;            // 1 Hz .. 100 kHz
+  std::size_t ring_capacity = 0;      // records; 0 = about one second of samples, power of two
+  std::int64_t spin_ns = -1;          // busy-wait this long before each deadline; -1 = auto
+  std::int64_t drain_period_ns = 0;   // 0 = auto (a quarter of the ring's time span, 1..50 ms)
+  std::size_t max_records = 0;        // storage bound; 0 = a week at rate_hz, capped
+};
+
+class Sampler {
+ public:
+  Sampler(std::unique_ptr<Source> source, SamplerConfig config);
+  ~Sampler();
+  Sampler(const Sampler&) = delete;
+  Sampler& operator=(const Sampler&) = delete;
+
+  // Lifecycle, from any one controlling thread. Both idempotent; stop() joins
+  // both threads and drains the ring completely. A stopped sampler may be
+  // started again: records keep appending to the same store.
+  void start();
+  void stop();
+  bool running() const noexcept { return running_.load(std::memory_order_acquire); }
+
+  // Move everything in the ring into the store now (any thread).
+  void drain();
+  // Test hook: stall the drain thread so the ring fills and drops are counted.
+  void set_drain_paused(bool paused) noexcept { drain_paused_.store(paused, std::memory_order_release); }
+
+  const Source& source() const noexcept { return *source_; }
+  const SamplerConfig& config() const noexcept { return config_; }
+  std::shared_ptr<const ColumnStore> store() const noexcept { return store_; }
+
+  std::uint64_t reads() const noexcept { return reads_.load(std::memory_order_relaxed); }
+  std::uint64_t dropped_ring() const noexcept { return dropped_ring_.load(std::memory_order_relaxed); }
+  std::uint64_t dropped_storage() const noexcept { return dropped_storage_.load(std::memory_order_relaxed); }
+  std::uint64_t missed_deadlines() const noexcept { return missed_.load(std::memory_order_relaxed); }
+  const ErrorSlot& errors() const noexcept { return errors_; }
+  std::vector<ClockPair> clock_pairs() const;
+
+ private:
+  void sample_loop() noexcept;
+  void drain_loop() noexcept;
+  void drain_locked() noexcept;
+  void add_clock_pair();
+  void sleep_until(std::int64_t deadline_ns) const noexcept;
+
+  std::unique_ptr<Source> source_;
+  SamplerConfig config_;
+  std::int64_t period_ns_;
+  std::size_t n_channels_;
+  SpscRing<Record> ring_;
+  std::shared_ptr<ColumnStore> store_;
+  ErrorSlot errors_;
+
+  std::thread sample_thread_;
+  std::thread drain_thread_;
+  std::mutex lifecycle_mutex_;  // start/stop
+  std::atomic<bool> running_{false};
+  std::atomic<bool> stop_requested_{false};
+
+  std::mutex drain_mutex_;  // serialises every consumer of ring_
+  std::mutex drain_wait_mutex_;
+  std::condition_variable drain_cv_;
+  std::atomic<bool> drain_paused_{false};
+
+  mutable std::mutex clock_mutex_;
+  std::vector<ClockPair> clock_pairs_;
+  std::int64_t last_clock_pair_ns_ = 0;  // drain thread only
+
+  // Written by the sampler thread only (relaxed: counters, not synchronisation).
+  std::uint64_t next_seq_ = 0;  // sampler thread only
+  std::atomic<std::uint64_t> reads_{0};
+  std::atomic<std::uint64_t> dropped_ring_{0};
+  std::atomic<std::uint64_t> missed_{0};
+  // Written by the drain side.
+  std::atomic<std::uint64_t> dropped_storage_{0};
+};
+
+}  // namespace jouletrace

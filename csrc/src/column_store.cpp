@@ -1,0 +1,106 @@
+#include "jouletrace/column_store.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "jouletrace/errors.hpp"
+
+namespace jouletrace {
+
+namespace {
+std::size_t page_size() {
+  static const std::size_t p = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  return p;
+}
+std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+}  // namespace
+
+ReservedBuffer::ReservedBuffer(std::size_t max_bytes, std::size_t commit_step) {
+  step_ = round_up(std::max<std::size_t>(commit_step, 1), page_size());
+  reserved_ = round_up(std::max<std::size_t>(max_bytes, 1), page_size());
+  // Address space only: PROT_NONE + MAP_NORESERVE is not charged against the
+  // commit limit, even with strict overcommit.
+  void* p = mmap(nullptr, reserved_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) {
+    throw Error("could not reserve " + std::to_string(reserved_ >> 20) +
+                " MiB of address space for samples (" + std::strerror(errno) +
+                "); pass a smaller max_samples= to the Sampler");
+  }
+  base_ = p;
+}
+
+ReservedBuffer::~ReservedBuffer() {
+  if (base_ != nullptr) munmap(base_, reserved_);
+}
+
+bool ReservedBuffer::ensure(std::size_t bytes) noexcept {
+  const std::size_t have = committed_.load(std::memory_order_relaxed);
+  if (bytes <= have) return true;
+  if (bytes > reserved_) return false;
+  const std::size_t want = std::min(reserved_, round_up(bytes, step_));
+  if (mprotect(static_cast<char*>(base_) + have, want - have, PROT_READ | PROT_WRITE) != 0) return false;
+  committed_.store(want, std::memory_order_relaxed);
+  return true;
+}
+
+namespace {
+// 1 MiB steps: small enough that memory follows the recording closely, large
+// enough that mprotect runs once per ~128 k records per column.
+constexpr std::size_t kCommitStep = 1u << 20;
+}  // namespace
+
+ColumnStore::ColumnStore(std::size_t n_channels, std::size_t max_records)
+    : n_channels_(n_channels),
+      max_records_(max_records),
+      t_mid_(max_records * sizeof(std::int64_t), kCommitStep),
+      t_before_(max_records * sizeof(std::int64_t), kCommitStep),
+      t_after_(max_records * sizeof(std::int64_t), kCommitStep),
+      seq_(max_records * sizeof(std::uint64_t), kCommitStep),
+      status_(max_records * sizeof(std::int32_t), kCommitStep) {
+  if (n_channels > kMaxChannels) throw InvalidArgument("too many channels for one source");
+  values_.reserve(n_channels);
+  for (std::size_t i = 0; i < n_channels; ++i) {
+    values_.push_back(std::make_unique<ReservedBuffer>(max_records * sizeof(double), kCommitStep));
+  }
+}
+
+bool ColumnStore::append(const Record& r) noexcept {
+  const std::size_t i = pending_;
+  if (i >= max_records_) return false;
+  const std::size_t n = i + 1;
+  bool ok = t_mid_.ensure(n * 8) && t_before_.ensure(n * 8) && t_after_.ensure(n * 8) &&
+            seq_.ensure(n * 8) && status_.ensure(n * 4);
+  for (std::size_t c = 0; ok && c < n_channels_; ++c) ok = values_[c]->ensure(n * 8);
+  if (!ok) return false;
+  static_cast<std::int64_t*>(t_before_.data())[i] = r.t_before_ns;
+  static_cast<std::int64_t*>(t_after_.data())[i] = r.t_after_ns;
+  // Midpoint of the read, computed without overflow.
+  static_cast<std::int64_t*>(t_mid_.data())[i] = r.t_before_ns + (r.t_after_ns - r.t_before_ns) / 2;
+  static_cast<std::uint64_t*>(seq_.data())[i] = r.seq;
+  static_cast<std::int32_t*>(status_.data())[i] = r.status;
+  for (std::size_t c = 0; c < n_channels_; ++c) static_cast<double*>(values_[c]->data())[i] = r.values[c];
+  pending_ = n;
+  return true;
+}
+
+std::size_t ColumnStore::committed_bytes() const noexcept {
+  std::size_t total = t_mid_.committed() + t_before_.committed() + t_after_.committed() +
+                      seq_.committed() + status_.committed();
+  for (const auto& v : values_) total += v->committed();
+  return total;
+}
+
+std::size_t ColumnStore::reserved_bytes() const noexcept {
+  std::size_t total = t_mid_.reserved() + t_before_.reserved() + t_after_.reserved() +
+                      seq_.reserved() + status_.reserved();
+  for (const auto& v : values_) total += v->reserved();
+  return total;
+}
+
+}  // namespace jouletrace

@@ -1,0 +1,237 @@
+#include "jouletrace/sampler.hpp"
+
+#include <pthread.h>
+#include <sys/prctl.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <string>
+
+namespace jouletrace {
+
+namespace {
+
+constexpr double kMinRateHz = 1.0;
+constexpr double kMaxRateHz = 100000.0;
+// Longest single sleep: bounds how long stop() waits at low rates.
+constexpr std::int64_t kMaxSleepChunkNs = 20'000'000;
+constexpr std::int64_t kClockPairEveryNs = 1'000'000'000;
+
+std::size_t next_pow2(std::size_t n) {
+  std::size_t p = 2;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+std::unique_ptr<ColumnStore> make_store(std::size_t n_channels, std::size_t max_records) {
+  // Reserve address space; halve on failure (a low RLIMIT_AS, say), down to 1 M records.
+  for (std::size_t n = max_records;; n /= 2) {
+    try {
+      return std::make_unique<ColumnStore>(n_channels, n);
+    } catch (const Error&) {
+      if (n / 2 < (std::size_t{1} << 20)) throw;
+    }
+  }
+}
+
+}  // namespace
+
+Sampler::Sampler(std::unique_ptr<Source> source, SamplerConfig config)
+    : source_(std::move(source)),
+      config_(config),
+      period_ns_(0),
+      n_channels_(0),
+      ring_([&] {
+        if (!(config.rate_hz >= kMinRateHz && config.rate_hz <= kMaxRateHz)) {
+          throw InvalidArgument("rate_hz must be between 1 and 100000, got " + std::to_string(config.rate_hz));
+        }
+        if (config.ring_capacity == 0) {
+          return next_pow2(std::max<std::size_t>(1024, static_cast<std::size_t>(config.rate_hz)));
+        }
+        if (config.ring_capacity < 2 || (config.ring_capacity & (config.ring_capacity - 1)) != 0) {
+          throw InvalidArgument("ring_capacity must be a power of two >= 2, got " +
+                                std::to_string(config.ring_capacity));
+        }
+        return config.ring_capacity;
+      }()) {
+  if (!source_) throw InvalidArgument("no source");
+  n_channels_ = source_->channels().size();
+  if (n_channels_ > kMaxChannels) {
+    throw InvalidArgument("source " + source_->name() + " has " + std::to_string(n_channels_) +
+                          " channels; at most " + std::to_string(kMaxChannels) +
+                          " per sampler: select fewer devices");
+  }
+  period_ns_ = std::llround(1e9 / config_.rate_hz);
+  config_.ring_capacity = ring_.capacity();
+  if (config_.spin_ns < 0) {
+    // Spin only above 1 kHz: there wake-up jitter is a large part of the
+    // period. At 1 kHz and below the sleep alone is accurate enough and the
+    // thread's CPU cost stays near zero.
+    config_.spin_ns = period_ns_ < 1'000'000 ? std::min<std::int64_t>(period_ns_ / 4, 20'000) : 0;
+  }
+  config_.spin_ns = std::min(config_.spin_ns, period_ns_);
+  if (config_.drain_period_ns <= 0) {
+    const auto span_ns = static_cast<std::int64_t>(static_cast<double>(ring_.capacity()) * 1e9 / config_.rate_hz);
+    config_.drain_period_ns = std::clamp<std::int64_t>(span_ns / 4, 1'000'000, 50'000'000);
+  }
+  if (config_.max_records == 0) {
+    const double week = config_.rate_hz * 7 * 86400;
+    config_.max_records = static_cast<std::size_t>(std::clamp(week, double(1u << 20), double(1u << 31)));
+  }
+  store_ = make_store(n_channels_, config_.max_records);
+  config_.max_records = store_->max_records();
+}
+
+Sampler::~Sampler() {
+  try {
+    stop();
+  } catch (...) {
+    // Destructors must not throw; stop() only throws if joining fails.
+  }
+}
+
+void Sampler::start() {
+  std::lock_guard<std::mutex> lock(lifecycle_mutex_);
+  if (running_.load(std::memory_order_relaxed)) return;
+  stop_requested_.store(false, std::memory_order_release);
+  add_clock_pair();
+  drain_thread_ = std::thread([this] { drain_loop(); });
+  try {
+    sample_thread_ = std::thread([this] { sample_loop(); });
+  } catch (...) {
+    stop_requested_.store(true, std::memory_order_release);
+    drain_cv_.notify_all();
+    drain_thread_.join();
+    throw;
+  }
+  running_.store(true, std::memory_order_release);
+}
+
+void Sampler::stop() {
+  std::lock_guard<std::mutex> lock(lifecycle_mutex_);
+  if (!running_.load(std::memory_order_relaxed)) return;
+  {
+    std::lock_guard<std::mutex> wait_lock(drain_wait_mutex_);
+    stop_requested_.store(true, std::memory_order_release);  // pairs with loads in both loops
+  }
+  drain_cv_.notify_all();
+  sample_thread_.join();
+  drain_thread_.join();
+  drain();  // the ring is empty after this: nothing recorded is lost
+  add_clock_pair();
+  running_.store(false, std::memory_order_release);
+}
+
+void Sampler::drain() {
+  std::lock_guard<std::mutex> lock(drain_mutex_);
+  drain_locked();
+}
+
+void Sampler::drain_locked() noexcept {
+  std::uint64_t lost = 0;
+  while (const Record* r = ring_.front()) {
+    if (!store_->append(*r)) ++lost;
+    ring_.pop();
+  }
+  store_->publish();
+  if (lost != 0) dropped_storage_.fetch_add(lost, std::memory_order_relaxed);
+}
+
+void Sampler::add_clock_pair() {
+  const ClockPair p = take_clock_pair();
+  std::lock_guard<std::mutex> lock(clock_mutex_);
+  clock_pairs_.push_back(p);
+  last_clock_pair_ns_ = p.monotonic_ns;
+}
+
+std::vector<ClockPair> Sampler::clock_pairs() const {
+  std::lock_guard<std::mutex> lock(clock_mutex_);
+  return clock_pairs_;
+}
+
+void Sampler::sleep_until(std::int64_t deadline_ns) const noexcept {
+  const std::int64_t wake_ns = deadline_ns - config_.spin_ns;
+  for (;;) {
+    const std::int64_t now = monotonic_ns();
+    if (now >= wake_ns) break;
+    const timespec ts = from_ns(std::min(wake_ns, now + kMaxSleepChunkNs));
+    clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr);  // EINTR: loop re-checks
+    if (stop_requested_.load(std::memory_order_acquire)) return;
+  }
+  while (monotonic_ns() < deadline_ns) cpu_relax();
+}
+
+void Sampler::sample_loop() noexcept {
+  // Timer slack defaults to 50 us for normal threads: every wake-up would be
+  // late by up to that much. 1 ns asks the kernel for its best.
+  prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+  pthread_setname_np(pthread_self(), "jt-sampler");
+
+  double scratch[kMaxChannels];  // read target when the ring is full
+  std::int64_t deadline = monotonic_ns();
+  while (!stop_requested_.load(std::memory_order_acquire)) {
+    sleep_until(deadline);
+    if (stop_requested_.load(std::memory_order_acquire)) break;
+
+    Record* slot = ring_.try_claim();
+    double* out = slot != nullptr ? slot->values : scratch;
+    const std::int64_t t0 = monotonic_ns();
+    const std::int32_t status = source_->read(out, errors_);
+    const std::int64_t t1 = monotonic_ns();
+    const std::uint64_t seq = next_seq_++;
+    reads_.store(seq + 1, std::memory_order_relaxed);
+    if (slot != nullptr) {
+      slot->t_before_ns = t0;
+      slot->t_after_ns = t1;
+      slot->seq = seq;
+      slot->status = status;
+      slot->reserved = 0;
+      ring_.publish();
+    } else {
+      dropped_ring_.fetch_add(1, std::memory_order_relaxed);
+    }
+
+    deadline += period_ns_;
+    const std::int64_t now = monotonic_ns();
+    if (now >= deadline + period_ns_) {
+      // Whole periods went by without a read: count and skip them. The next
+      // read happens now-ish, late by less than one period; no burst.
+      const std::int64_t skipped = (now - deadline) / period_ns_;
+      missed_.fetch_add(static_cast<std::uint64_t>(skipped), std::memory_order_relaxed);
+      deadline += skipped * period_ns_;
+    }
+  }
+}
+
+void Sampler::drain_loop() noexcept {
+  pthread_setname_np(pthread_self(), "jt-drain");
+  const auto period = std::chrono::nanoseconds(config_.drain_period_ns);
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(drain_wait_mutex_);
+      drain_cv_.wait_for(lock, period, [this] { return stop_requested_.load(std::memory_order_acquire); });
+    }
+    if (stop_requested_.load(std::memory_order_acquire)) return;
+    if (!drain_paused_.load(std::memory_order_acquire)) drain();
+    if (monotonic_ns() - last_clock_pair_ns_ >= kClockPairEveryNs) {
+      try {
+        add_clock_pair();
+      } catch (...) {
+        // Out of memory for one more pair: skip it, the next second tries again.
+      }
+    }
+  }
+}
+
+}  // namespace jouletrace
