@@ -27,7 +27,7 @@ py::dict ring_push(std::uint64_t n, std::size_t capacity, int channels) {
     std::thread consumer([&] {
       std::uint64_t got = 0;
       while (got < n) {
-        if (const Record* r = ring.front()) {
+        if (ring.front() != nullptr) {
           ++got;
           ring.pop();
         }

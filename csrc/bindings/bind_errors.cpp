@@ -3,6 +3,7 @@
 
 #include "bindings.hpp"
 #include "jouletrace/errors.hpp"
+#include "jouletrace/record.hpp"
 
 namespace py = pybind11;
 

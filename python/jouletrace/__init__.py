@@ -1,0 +1,48 @@
+"""jouletrace: where the energy of AI workloads goes, down to single CUDA kernels.
+
+A native sampler thread reads hardware energy counters (NVIDIA NVML; Intel/AMD
+RAPL) at up to tens of kHz into a lock-free ring, with the GIL out of the way;
+Python sees the samples as zero-copy read-only numpy arrays.
+
+>>> import jouletrace
+>>> with jouletrace.Sampler("sim", rate_hz=1000) as s:   # "nvml" on a GPU machine
+...     pass
+>>> rec = s.recording()
+>>> rec.channels[:2]
+['gpu0.energy_j', 'gpu0.power_w']
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import sim
+from ._sampler import SOURCE_NAMES, Sampler
+from .errors import (
+    DeviceLostError,
+    InvalidArgumentError,
+    JouletraceError,
+    PermissionDeniedError,
+    RecordingFormatError,
+    SourceUnavailableError,
+    TraceFormatError,
+)
+from .recording import Recording
+from .sources import SourceInfo, sources
+
+__all__ = [
+    "__version__",
+    "Sampler",
+    "Recording",
+    "sources",
+    "SourceInfo",
+    "SOURCE_NAMES",
+    "sim",
+    "JouletraceError",
+    "SourceUnavailableError",
+    "PermissionDeniedError",
+    "DeviceLostError",
+    "InvalidArgumentError",
+    "TraceFormatError",
+    "RecordingFormatError",
+]

@@ -1,0 +1,5 @@
+"""``python -m jouletrace``: the command line."""
+
+from .cli import console_main
+
+console_main()

@@ -1,0 +1,278 @@
+"""jouletrace.Sampler: one native sampling thread over one source."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import platform
+import socket
+import time
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from .errors import (
+    DeviceLostError,
+    InvalidArgumentError,
+    JouletraceError,
+    PermissionDeniedError,
+    SourceUnavailableError,
+)
+from .recording import Recording
+
+__all__ = ["Sampler", "SOURCE_NAMES"]
+
+SOURCE_NAMES = ("nvml", "sim", "rapl", "rapl-perf", "rapl-msr", "rapl-powercap")
+
+_ERROR_CLASSES: dict[int, type[JouletraceError]] = {
+    _core.ERROR_DEVICE_LOST: DeviceLostError,
+    _core.ERROR_UNAVAILABLE: SourceUnavailableError,
+    _core.ERROR_PERMISSION: PermissionDeniedError,
+}
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+class Sampler:
+    """Samples one source on a native thread at ``rate_hz``, with the GIL out of the way.
+
+    ``source`` is one of ``nvml``, ``sim`` (the simulated GPU), ``rapl``,
+    ``rapl-perf``, ``rapl-msr``, ``rapl-powercap`` (see :func:`jouletrace.sources`).
+
+    Source options:
+
+    * ``nvml``: ``gpus=[0, 1]`` (NVML indices; default all), ``nvml_library=PATH``
+      (default ``$JOULETRACE_NVML_LIBRARY`` or ``libnvidia-ml.so.1``),
+      ``timestamps=True`` (also keep NVML's own per-field timestamps as
+      ``gpuN.energy_ts_us`` / ``gpuN.power_ts_us``, µs since 1970).
+    * ``sim``: ``sim=SimGPU(...)`` (default: one idle simulated H100), plus the
+      ``nvml`` options but ``nvml_library``. It goes through the NVML code path.
+
+    Sampler options: ``ring_capacity`` (records, power of two; default about
+    one second), ``spin_us`` (busy-wait before each deadline; default 0 at
+    1 kHz and below, up to 20 µs above), ``drain_period_s`` (how often the
+    ring is moved to storage), ``max_samples`` (storage bound).
+
+    Use as a context manager, or ``start()`` / ``stop()``; ``recording()``
+    returns the samples so far (zero-copy) at any time. Errors on the sampling
+    thread (a GPU lost) are raised at the next ``stop()`` or ``check()``, with
+    what was recorded attached as ``error.recording``.
+    """
+
+    def __init__(
+        self,
+        source: str = "nvml",
+        rate_hz: float = 1000.0,
+        *,
+        ring_capacity: int = 0,
+        spin_us: float | None = None,
+        drain_period_s: float | None = None,
+        max_samples: int = 0,
+        **source_options: Any,
+    ) -> None:
+        self.source = source
+        self.sim = None
+        common = dict(
+            rate_hz=float(rate_hz),
+            ring_capacity=int(ring_capacity),
+            spin_ns=-1 if spin_us is None else int(spin_us * 1000),
+            drain_period_ns=0 if drain_period_s is None else int(drain_period_s * 1e9),
+            max_records=int(max_samples),
+        )
+        if source in ("nvml", "sim"):
+            self._native = self._make_nvml(source, source_options, common)
+        elif source.startswith("rapl"):
+            try:
+                from . import rapl
+            except ImportError:
+                raise SourceUnavailableError(
+                    f"source {source!r}: RAPL sources are not part of this build of jouletrace"
+                ) from None
+            self._native = rapl.make_native_sampler(source, source_options, common)
+        else:
+            raise InvalidArgumentError(
+                f"unknown source {source!r}; known sources: {', '.join(SOURCE_NAMES)} "
+                "(`jouletrace info` says which are usable here)"
+            )
+        self._error_raised = False
+        self._started_realtime_ns: int | None = None
+
+    def _make_nvml(self, source: str, opts: dict[str, Any], common: dict[str, Any]) -> Any:
+        gpus = opts.pop("gpus", None)
+        timestamps = bool(opts.pop("timestamps", True))
+        if source == "sim":
+            from .sim import SimGPU
+
+            if "nvml_library" in opts:
+                raise InvalidArgumentError("source 'sim' takes sim=SimGPU(...), not nvml_library=")
+            sim = opts.pop("sim", None)
+            if sim is None:
+                sim = SimGPU()
+            if not isinstance(sim, SimGPU):
+                raise InvalidArgumentError(f"sim= must be a jouletrace.sim.SimGPU, got {type(sim).__name__}")
+            self.sim = sim
+            library = str(sim.library_path)
+        else:
+            lib = opts.pop("nvml_library", None)
+            library = "" if lib is None else os.fspath(lib)
+        if opts:
+            raise InvalidArgumentError(f"unknown option(s) for source {source!r}: {', '.join(sorted(opts))}")
+        gpu_list = [] if gpus is None else [int(g) for g in ([gpus] if isinstance(gpus, int) else gpus)]
+        return _core.Sampler.nvml(
+            library=library, gpus=gpu_list, timestamps=timestamps, source_name=source, **common
+        )
+
+    # -- lifecycle --------------------------------------------------------------
+    def start(self) -> "Sampler":
+        """Start sampling (idempotent)."""
+        if self._started_realtime_ns is None:
+            self._started_realtime_ns = time.time_ns()
+        self._native.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop sampling, join the threads, keep every record (idempotent).
+
+        Raises the sampling thread's error, if any, after stopping: e.g.
+        :class:`DeviceLostError` with the recording so far as ``.recording``.
+        """
+        self._native.stop()
+        self.check()
+
+    def check(self) -> None:
+        """Raise the sampling thread's first error, once. The sampler keeps running."""
+        err = self._native.error()
+        if err is None or self._error_raised:
+            return
+        self._error_raised = True
+        kind, message = err
+        cls = _ERROR_CLASSES.get(kind, JouletraceError)
+        if cls is DeviceLostError:
+            raise DeviceLostError(message, recording=self.recording())
+        raise cls(message)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._native.running)
+
+    def __enter__(self) -> "Sampler":
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.stop()
+        else:
+            # The body failed: stop quietly; its exception is the one to see.
+            self._native.stop()
+
+    # -- state --------------------------------------------------------------------
+    @property
+    def channels(self) -> list[str]:
+        return [name for name, _ in self._native.channels]
+
+    @property
+    def rate_hz(self) -> float:
+        return float(self._native.config["rate_hz"])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._native.config)
+
+    @property
+    def dropped(self) -> int:
+        """Records lost: ring full (ring_capacity too small for a stalled consumer) or storage full."""
+        return int(self._native.dropped_ring + self._native.dropped_storage)
+
+    @property
+    def missed_deadlines(self) -> int:
+        return int(self._native.missed_deadlines)
+
+    @property
+    def reads(self) -> int:
+        return int(self._native.reads)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Memory committed for the samples stored so far (grows with the recording)."""
+        return int(self._native.committed_bytes)
+
+    def source_metadata(self) -> dict[str, str]:
+        return dict(self._native.metadata)
+
+    # -- data -----------------------------------------------------------------------
+    def recording(self) -> Recording:
+        """Every sample so far as a :class:`Recording` of read-only, zero-copy numpy views."""
+        if self._native.running:
+            self._native.drain()
+        cols = self._native.columns()
+        kinds = dict(self._native.channels)
+        cfg = self._native.config
+        values = cols["values"]
+        meta: dict[str, Any] = {
+            "schema": 1,
+            "jouletrace_version": _version(),
+            "source": self._native.source_name,
+            "rate_hz": cfg["rate_hz"],
+            "ring_capacity": cfg["ring_capacity"],
+            "spin_ns": cfg["spin_ns"],
+            "host": socket.gethostname(),
+            "user": _user(),
+            "kernel": platform.release(),
+            "machine": platform.machine(),
+            "cpu_model": _cpu_model(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "started_epoch_ns": self._started_realtime_ns,
+            "reads": int(self._native.reads),
+            "dropped_ring": int(self._native.dropped_ring),
+            "dropped_storage": int(self._native.dropped_storage),
+            "missed_deadlines": int(self._native.missed_deadlines),
+            "channels": {name: ("cumulative" if cum else "level") for name, cum in self._native.channels},
+            "device": dict(self._native.metadata),
+        }
+        err = self._native.error()
+        if err is not None:
+            meta["error"] = err[1]
+        return Recording(
+            t_ns=cols["t_ns"],
+            t_before_ns=cols["t_before_ns"],
+            t_after_ns=cols["t_after_ns"],
+            seq=cols["seq"],
+            status=cols["status"],
+            values=values,
+            cumulative=kinds,
+            dropped=int(self._native.dropped_ring + self._native.dropped_storage),
+            missed_deadlines=int(self._native.missed_deadlines),
+            clock_pairs=self._native.clock_pairs(),
+            metadata=meta,
+        )
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Sampler {self.source} {self.rate_hz:g} Hz {state} reads={self.reads} dropped={self.dropped}>"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001  (no passwd entry in some containers)
+        return "?"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"

@@ -1,0 +1,295 @@
+"""The simulated GPU: a stand-in NVML library with a power schedule you choose.
+
+A :class:`SimGPU` writes a configuration file and a private copy of the
+simulated library (named ``libnvidia-ml.so.1``) into its own folder. Anything
+that loads that library — jouletrace's NVML source through
+``Sampler("sim", sim=...)``, or pynvml in another process started with
+:meth:`SimGPU.env` — sees the same simulated GPUs.
+
+Model (all times CLOCK_MONOTONIC ns, so every process agrees):
+
+* true power ``p(t)`` = ``idle_w`` + the sum of the segments (start_ns, end_ns,
+  watts) that cover ``t``;
+* true energy ``E(t)`` = integral of ``p`` from ``load_ns`` (driver load) to ``t``;
+* the sensor updates at ``phase_ns + k * update_period_s``; between updates it
+  repeats the last value;
+* energy counter (mJ, field 83/191 and ``nvmlDeviceGetTotalEnergyConsumption``)
+  = ``offset_mj + floor(1000 * E(u))`` with ``u`` the last update;
+* instant power (field 186, mW) = mean of ``p`` over ``[u - avg_window_s, u]``;
+  ``nvmlDeviceGetPowerUsage`` the same over ``power_usage_window_s`` (1 s on Hopper);
+* every device query busy-waits ``latency_s`` first; faults: a GPU lost from
+  a given time on, a field or call reported as not supported.
+
+:meth:`SimGPU.true_energy` gives the exact energy of any interval, so tests
+assert accuracy instead of assuming it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import InvalidArgumentError, SourceUnavailableError
+
+__all__ = ["SimGPU", "library_file", "FIELD_ENERGY", "FIELD_ENERGY_ALT", "FIELD_POWER_INSTANT"]
+
+FIELD_ENERGY = 83
+FIELD_ENERGY_ALT = 191
+FIELD_POWER_INSTANT = 186
+
+_LIB_NAME = "libjouletrace_simnvml.so"
+
+
+def library_file() -> Path:
+    """The simulated NVML library shipped with the package."""
+    p = Path(__file__).resolve().parent / "_lib" / _LIB_NAME
+    if not p.exists():
+        raise SourceUnavailableError(
+            f"the simulated GPU library is missing ({p}); reinstall jouletrace "
+            "(`pip install .`) so that the native build installs it"
+        )
+    return p
+
+
+@dataclass
+class _Gpu:
+    name: str
+    uuid: str
+    pci: str
+    idle_w: float
+    arch: int = 9
+    power_limit_mw: int = 700_000
+    lost_after_ns: int | None = None
+    unsupported_fields: list[int] = field(default_factory=list)
+    unsupported_calls: list[str] = field(default_factory=list)
+    starts: list[np.ndarray] = field(default_factory=list)
+    ends: list[np.ndarray] = field(default_factory=list)
+    watts: list[np.ndarray] = field(default_factory=list)
+    _truth: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def segments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self.starts:
+            z = np.zeros(0, dtype=np.int64)
+            return z, z, np.zeros(0)
+        return (np.concatenate(self.starts), np.concatenate(self.ends), np.concatenate(self.watts))
+
+    def truth(self, load_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Breakpoints t, power level on [t[k], t[k+1]), energy E(t[k]) in J."""
+        if self._truth is None:
+            s, e, w = self.segments()
+            s = np.maximum(s, load_ns)
+            keep = e > s
+            s, e, w = s[keep], e[keep], w[keep]
+            times = np.concatenate([s, e])
+            deltas = np.concatenate([w, -w])
+            order = np.argsort(times, kind="stable")
+            times, deltas = times[order], deltas[order]
+            uniq, first = np.unique(times, return_index=True)
+            step = np.add.reduceat(deltas, first) if len(times) else np.zeros(0)
+            t = np.concatenate([[load_ns], uniq]).astype(np.int64)
+            lv = self.idle_w + np.concatenate([[0.0], np.cumsum(step)])
+            if len(uniq) and uniq[0] == load_ns:  # a change exactly at load time
+                t, lv = t[1:], lv[1:]
+            ej = np.concatenate([[0.0], np.cumsum(lv[:-1] * np.diff(t).astype(np.float64) * 1e-9)])
+            self._truth = (t, lv, ej)
+        return self._truth
+
+
+class SimGPU:
+    """A set of simulated GPUs behind a private copy of the simulated NVML library.
+
+    Parameters are in SI units with the unit in the name. ``idle_w`` is one value
+    or one per GPU. ``load_ns`` is the CLOCK_MONOTONIC time the counter starts
+    from (0 = boot, like a driver loaded at boot).
+    """
+
+    def __init__(
+        self,
+        gpus: int = 1,
+        *,
+        update_period_s: float = 0.1,
+        avg_window_s: float = 0.025,
+        power_usage_window_s: float = 1.0,
+        latency_s: float = 0.0,
+        idle_w: float | Sequence[float] = 60.0,
+        phase_ns: int = 0,
+        load_ns: int = 0,
+        offset_mj: int = 0,
+        names: Sequence[str] | None = None,
+        arch: int = 9,
+        directory: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if gpus < 1 or gpus > 64:
+            raise InvalidArgumentError(f"gpus must be 1..64, got {gpus}")
+        if update_period_s < 0 or avg_window_s < 0 or latency_s < 0:
+            raise InvalidArgumentError("periods, windows and latency must be >= 0")
+        idle = [float(idle_w)] * gpus if np.isscalar(idle_w) else [float(x) for x in idle_w]  # type: ignore[arg-type]
+        if len(idle) != gpus:
+            raise InvalidArgumentError(f"idle_w has {len(idle)} values for {gpus} GPUs")
+        self.update_period_ns = int(round(update_period_s * 1e9))
+        self.avg_window_ns = int(round(avg_window_s * 1e9))
+        self.power_usage_window_ns = int(round(power_usage_window_s * 1e9))
+        self.latency_ns = int(round(latency_s * 1e9))
+        self.phase_ns = int(phase_ns)
+        self.load_ns = int(load_ns)
+        self.offset_mj = int(offset_mj)
+        self._gpus = [
+            _Gpu(
+                name=(names[i] if names else "NVIDIA H100 80GB HBM3 (simulated)"),
+                uuid=f"GPU-5117e000-0000-4000-8000-{i:012x}",
+                pci=f"00000000:{i + 1:02X}:00.0",
+                idle_w=idle[i],
+                arch=arch,
+            )
+            for i in range(gpus)
+        ]
+        self._owns_dir = directory is None
+        self.directory = Path(tempfile.mkdtemp(prefix="jouletrace-sim-") if directory is None else directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.library_path = self.directory / "libnvidia-ml.so.1"
+        self.config_path = self.directory / "jouletrace-sim.conf"
+        shutil.copyfile(library_file(), self.library_path)
+        self.write()
+
+    # -- schedule -------------------------------------------------------------
+    @property
+    def gpu_count(self) -> int:
+        return len(self._gpus)
+
+    def _gpu(self, gpu: int) -> _Gpu:
+        if not 0 <= gpu < len(self._gpus):
+            raise InvalidArgumentError(f"simulated GPU {gpu} does not exist (0..{len(self._gpus) - 1})")
+        return self._gpus[gpu]
+
+    def add_segment(self, start_ns: int, end_ns: int, watts: float, gpu: int = 0) -> None:
+        """Add ``watts`` on top of idle power over [start_ns, end_ns) (CLOCK_MONOTONIC)."""
+        self.add_segments([start_ns], [end_ns], [watts], gpu=gpu)
+
+    def add_segments(self, start_ns, end_ns, watts, gpu: int = 0) -> None:  # type: ignore[no-untyped-def]
+        """Vectorised :meth:`add_segment`; segments may overlap (their watts add)."""
+        s = np.asarray(start_ns, dtype=np.int64).ravel()
+        e = np.asarray(end_ns, dtype=np.int64).ravel()
+        w = np.broadcast_to(np.asarray(watts, dtype=np.float64), s.shape).copy()
+        if s.shape != e.shape:
+            raise InvalidArgumentError("start_ns and end_ns differ in length")
+        g = self._gpu(gpu)
+        g.starts.append(s)
+        g.ends.append(e)
+        g.watts.append(w)
+        g._truth = None
+        self.write()
+
+    def lose(self, gpu: int, at_ns: int) -> None:
+        """From CLOCK_MONOTONIC ``at_ns`` on, every query of ``gpu`` returns NVML_ERROR_GPU_IS_LOST."""
+        self._gpu(gpu).lost_after_ns = int(at_ns)
+        self.write()
+
+    def unsupported_field(self, gpu: int, field_id: int) -> None:
+        """Report ``field_id`` (e.g. 186, instant power) as NVML_ERROR_NOT_SUPPORTED."""
+        self._gpu(gpu).unsupported_fields.append(int(field_id))
+        self.write()
+
+    def unsupported_call(self, gpu: int, what: str) -> None:
+        """``what`` = "energy" (nvmlDeviceGetTotalEnergyConsumption) or "power" (nvmlDeviceGetPowerUsage)."""
+        if what not in ("energy", "power"):
+            raise InvalidArgumentError("what must be 'energy' or 'power'")
+        self._gpu(gpu).unsupported_calls.append(what)
+        self.write()
+
+    # -- files ------------------------------------------------------------------
+    def write(self) -> Path:
+        """Write the configuration (atomically) and return the library path."""
+        lines = [
+            "# jouletrace simulated GPU configuration (written by jouletrace.sim)",
+            f"gpu_count {len(self._gpus)}",
+            f"update_period_ns {self.update_period_ns}",
+            f"phase_ns {self.phase_ns}",
+            f"avg_window_ns {self.avg_window_ns}",
+            f"power_usage_window_ns {self.power_usage_window_ns}",
+            f"latency_ns {self.latency_ns}",
+            f"load_ns {self.load_ns}",
+            f"offset_mj {self.offset_mj}",
+        ]
+        for i, g in enumerate(self._gpus):
+            lines += [
+                f"name {i} {g.name}",
+                f"uuid {i} {g.uuid}",
+                f"pci {i} {g.pci}",
+                f"arch {i} {g.arch}",
+                f"power_limit_mw {i} {g.power_limit_mw}",
+                f"idle_w {i} {g.idle_w!r}",
+            ]
+            if g.lost_after_ns is not None:
+                lines.append(f"lost_after_ns {i} {g.lost_after_ns}")
+            lines += [f"unsupported_field {i} {f}" for f in g.unsupported_fields]
+            lines += [f"unsupported_call {i} {c}" for c in g.unsupported_calls]
+            s, e, w = g.segments()
+            lines += [f"segment {i} {a} {b} {x!r}" for a, b, x in zip(s.tolist(), e.tolist(), w.tolist())]
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, self.config_path)
+        return self.library_path
+
+    def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment for a child process whose NVML (pynvml, ...) should be this simulation."""
+        env = dict(os.environ if base is None else base)
+        old = env.get("LD_LIBRARY_PATH", "")
+        env["LD_LIBRARY_PATH"] = str(self.directory) + (os.pathsep + old if old else "")
+        env["JOULETRACE_NVML_LIBRARY"] = str(self.library_path)
+        return env
+
+    def close(self) -> None:
+        """Remove the private folder (only if this object made it)."""
+        if self._owns_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> "SimGPU":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- ground truth -----------------------------------------------------------
+    def true_energy_at(self, t_ns, gpu: int = 0) -> np.ndarray:  # type: ignore[no-untyped-def]
+        """Exact energy (J) since ``load_ns`` at CLOCK_MONOTONIC ``t_ns`` (vectorised)."""
+        t, lv, ej = self._gpu(gpu).truth(self.load_ns)
+        q = np.asarray(t_ns, dtype=np.int64)
+        k = np.searchsorted(t, q, side="right") - 1
+        before = k < 0
+        k = np.clip(k, 0, len(t) - 1)
+        out = ej[k] + lv[k] * (q - t[k]).astype(np.float64) * 1e-9
+        return np.where(before, 0.0, out)
+
+    def true_energy(self, t0_ns, t1_ns, gpu: int = 0):  # type: ignore[no-untyped-def]
+        """Exact energy (J) over [t0_ns, t1_ns] (vectorised)."""
+        return self.true_energy_at(t1_ns, gpu) - self.true_energy_at(t0_ns, gpu)
+
+    def true_power(self, t_ns, gpu: int = 0) -> np.ndarray:  # type: ignore[no-untyped-def]
+        """Exact power (W) at ``t_ns`` (vectorised)."""
+        t, lv, _ = self._gpu(gpu).truth(self.load_ns)
+        k = np.clip(np.searchsorted(t, np.asarray(t_ns, dtype=np.int64), side="right") - 1, 0, len(t) - 1)
+        return lv[k]
+
+    def last_update_ns(self, t_ns) -> np.ndarray:  # type: ignore[no-untyped-def]
+        """The sensor's last update at or before ``t_ns``."""
+        q = np.asarray(t_ns, dtype=np.int64)
+        if self.update_period_ns <= 0:
+            return q
+        return self.phase_ns + np.floor_divide(q - self.phase_ns, self.update_period_ns) * self.update_period_ns
+
+    def sensor_energy_j(self, t_ns, gpu: int = 0) -> np.ndarray:  # type: ignore[no-untyped-def]
+        """What the simulated counter reports at ``t_ns``, in J (the sensor model, for tests)."""
+        e = self.true_energy_at(self.last_update_ns(t_ns), gpu)
+        return (self.offset_mj + np.floor(e * 1000.0)) / 1000.0
+
+    def __repr__(self) -> str:
+        return (
+            f"SimGPU(gpus={len(self._gpus)}, update_period_s={self.update_period_ns / 1e9}, "
+            f"avg_window_s={self.avg_window_ns / 1e9}, dir={str(self.directory)!r})"
+        )
