@@ -81,6 +81,7 @@ void bind_sampler(py::module_& m) {
       .def("stop", &Sampler::stop, py::call_guard<py::gil_scoped_release>())
       .def("drain", &Sampler::drain, py::call_guard<py::gil_scoped_release>())
       .def("set_drain_paused", &Sampler::set_drain_paused)
+      .def("inject_for_test", &Sampler::inject_for_test, py::arg("n"), py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("running", &Sampler::running)
       .def_property_readonly("source_name", [](const Sampler& s) { return s.source().name(); })
       .def_property_readonly("channels",

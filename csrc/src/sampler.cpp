@@ -133,6 +133,27 @@ void Sampler::stop() {
   running_.store(false, std::memory_order_release);
 }
 
+void Sampler::inject_for_test(std::uint64_t n) {
+  std::lock_guard<std::mutex> lock(lifecycle_mutex_);
+  if (running_.load(std::memory_order_relaxed)) throw InvalidArgument("inject_for_test needs a stopped sampler");
+  for (std::uint64_t i = 0; i < n; ++i) {
+    Record* slot = ring_.try_claim();
+    if (slot == nullptr) {
+      drain();
+      slot = ring_.try_claim();
+    }
+    const std::uint64_t seq = next_seq_++;
+    slot->t_before_ns = static_cast<std::int64_t>(seq) * 1000;
+    slot->t_after_ns = slot->t_before_ns + 10;
+    slot->seq = seq;
+    slot->status = kStatusOk;
+    for (std::size_t c = 0; c < n_channels_; ++c) slot->values[c] = static_cast<double>(seq) + static_cast<double>(c);
+    ring_.publish();
+    reads_.store(seq + 1, std::memory_order_relaxed);
+  }
+  drain();
+}
+
 void Sampler::drain() {
   std::lock_guard<std::mutex> lock(drain_mutex_);
   drain_locked();

@@ -51,6 +51,10 @@ class Sampler {
 
   // Move everything in the ring into the store now (any thread).
   void drain();
+  // Test hook: push `n` synthetic records (t = i us, channel c = i + c)
+  // through the ring into the store, as the sampler thread would, draining
+  // whenever the ring fills. Only while stopped (the ring has one producer).
+  void inject_for_test(std::uint64_t n);
   // Test hook: stall the drain thread so the ring fills and drops are counted.
   void set_drain_paused(bool paused) noexcept { drain_paused_.store(paused, std::memory_order_release); }
 

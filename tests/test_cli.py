@@ -1,0 +1,47 @@
+"""The command line as users run it: a subprocess, exit codes, messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from jouletrace.cli import main
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jouletrace", *args], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+def test_info_lists_every_source_and_why():
+    r = run("info")
+    assert r.returncode == 0, r.stderr
+    for name in ("nvml", "sim", "rapl", "rapl-perf", "rapl-msr", "rapl-powercap"):
+        assert f"  {name} " in r.stdout
+    assert "why:" in r.stdout  # this machine has no GPU: nvml says why
+
+
+def test_info_json():
+    r = run("info", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    by_name = {d["name"]: d for d in data}
+    assert by_name["sim"]["usable"] is True
+    assert set(by_name["nvml"]) >= {"usable", "reason", "fix", "description"}
+
+
+def test_info_with_simulated_nvml(make_sim):
+    sim = make_sim(gpus=2)
+    r = run("info", env=sim.env())
+    assert r.returncode == 0, r.stderr
+    assert "2 GPU(s): NVIDIA H100 80GB HBM3 (simulated)" in r.stdout
+
+
+def test_usage_errors_exit_2(capsys):
+    assert run().returncode == 2
+    r = run("no-such-command")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert main([]) == 2
