@@ -17,7 +17,9 @@ enum Status : std::int32_t {
   kStatusError = 3,       // the read failed as a whole: all channels are NaN
 };
 
-struct Record {
+// Cache-line aligned: neighbouring slots never share a line, so the producer
+// filling slot i+1 does not invalidate the line the consumer is reading.
+struct alignas(kCacheLine) Record {
   std::int64_t t_before_ns;  // CLOCK_MONOTONIC just before the source read
   std::int64_t t_after_ns;   // CLOCK_MONOTONIC just after it
   std::uint64_t seq;         // read number since the sampler was made (gaps = drops)
@@ -28,6 +30,7 @@ struct Record {
 
 static_assert(std::is_trivially_copyable_v<Record>);
 static_assert(std::is_standard_layout_v<Record>);
-static_assert(sizeof(Record) == 32 + 8 * kMaxChannels);
+static_assert(sizeof(Record) % kCacheLine == 0);
+static_assert(sizeof(Record) == 32 + 8 * kMaxChannels + 32);  // 288 bytes of data, padded to 320
 
 }  // namespace jouletrace

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test command (README, and .ci/run on a clean clone): makes a virtual
+# environment, installs jouletrace with its test extras from this checkout,
+# runs the native tests under ASan/UBSan and TSan, then pytest.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+venv=${JOULETRACE_VENV:-$root/.venv}
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip install -q ".[test]"
+PATH="$venv/bin:$PATH" PYTHON="$venv/bin/python" bash tests/native/run.sh
+# Benchmarks once without timing, so their code cannot rot; figures come from bench/ runs.
+"$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider bench --benchmark-disable -m "not slow"
