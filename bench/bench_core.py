@@ -40,3 +40,16 @@ def test_sampler_timing_script_runs():
 
     res = sampler_timing.main(["--seconds", "0.3"])
     assert len(res["timing"]) == 4
+
+
+def test_device_check_rehearsal_on_sim():
+    """bench/device_check.py end to end on the simulated GPU, so the hardware script cannot rot."""
+    import device_check
+
+    res = device_check.main(["--sim", "--seconds", "0.5"])
+    idle, load = res["phases"]
+    truth_idle, truth_load = res["phases_truth_j"]
+    # The counter difference between the phase edges is within one 100 ms update of the truth.
+    assert abs(idle["jouletrace_counter_j"] - truth_idle) <= 70.0 * 0.1 + 0.01
+    assert abs(load["jouletrace_counter_j"] - truth_load) <= 620.0 * 0.1 * 2 + 0.01
+    assert 90 <= res["energy_update_period"]["median_ms"] <= 110

@@ -17,7 +17,6 @@ on the same deadlines (the wake-up itself costs CPU, most of all in a VM).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import platform
 import threading
@@ -65,8 +64,7 @@ def jouletrace_run(sim: SimGPU, rate: float, seconds: float, load: bool) -> np.n
 def pynvml_run(sim: SimGPU, rate: float, seconds: float, load: bool) -> np.ndarray:
     import pynvml
 
-    if pynvml.nvmlLib is None:
-        pynvml.nvmlLib = ctypes.CDLL(str(sim.library_path))  # the same simulated GPU
+    sim.use_in_pynvml()  # the same simulated GPU
     pynvml.nvmlInit()
     h = pynvml.nvmlDeviceGetHandleByIndex(0)
     period = int(1e9 / rate)

@@ -244,6 +244,22 @@ class SimGPU:
         env["JOULETRACE_NVML_LIBRARY"] = str(self.library_path)
         return env
 
+    def use_in_pynvml(self) -> None:
+        """Point this process's pynvml (nvidia-ml-py) at this simulation.
+
+        For another process, pass :meth:`env` to it instead. Call before
+        ``pynvml.nvmlInit()``; pynvml's cached function pointers are reset so a
+        previous library is forgotten.
+        """
+        import ctypes
+
+        import pynvml
+
+        pynvml.nvmlLib = ctypes.CDLL(str(self.library_path))
+        cache = getattr(pynvml, "_nvmlGetFunctionPointer_cache", None)
+        if isinstance(cache, dict):
+            cache.clear()
+
     def close(self) -> None:
         """Remove the private folder (only if this object made it)."""
         if self._owns_dir:
