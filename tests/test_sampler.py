@@ -359,3 +359,19 @@ def test_sources_lists_every_source():
     for i in infos.values():
         if not i.usable:
             assert i.reason  # every unusable source says why
+
+
+def test_missed_deadlines_are_counted_not_caught_up(make_sim):
+    """Reads slower than the period: skipped deadlines are counted, and no burst follows."""
+    sim = make_sim(latency_s=0.0025)  # each NVML query busy-waits 2.5 ms; two queries per read
+    with jouletrace.Sampler("sim", rate_hz=1000, sim=sim, timestamps=False) as s:
+        time.sleep(0.5)
+    rec = s.recording()
+    iv = np.diff(rec.t_before_ns)
+    # A read takes >= 2.5 ms (one field-values call per GPU), so at 1 kHz at least one
+    # deadline per read is skipped and counted ...
+    assert rec.missed_deadlines >= len(rec)
+    # ... and the next read starts on the next deadline grid point, never early in a burst.
+    assert np.all(iv >= 2_000_000)
+    elapsed_periods = (rec.t_before_ns[-1] - rec.t_before_ns[0]) / 1_000_000
+    assert abs((len(rec) - 1) + rec.missed_deadlines - elapsed_periods) <= 0.05 * elapsed_periods + 3

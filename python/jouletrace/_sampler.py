@@ -129,7 +129,7 @@ class Sampler:
         )
 
     # -- lifecycle --------------------------------------------------------------
-    def start(self) -> "Sampler":
+    def start(self) -> Sampler:
         """Start sampling (idempotent)."""
         if self._started_realtime_ns is None:
             self._started_realtime_ns = time.time_ns()
@@ -161,7 +161,7 @@ class Sampler:
     def running(self) -> bool:
         return bool(self._native.running)
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         return self.start()
 
     def __exit__(

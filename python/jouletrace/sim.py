@@ -29,9 +29,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -230,7 +230,7 @@ class SimGPU:
             lines += [f"unsupported_field {i} {f}" for f in g.unsupported_fields]
             lines += [f"unsupported_call {i} {c}" for c in g.unsupported_calls]
             s, e, w = g.segments()
-            lines += [f"segment {i} {a} {b} {x!r}" for a, b, x in zip(s.tolist(), e.tolist(), w.tolist())]
+            lines += [f"segment {i} {a} {b} {x!r}" for a, b, x in zip(s.tolist(), e.tolist(), w.tolist(), strict=False)]
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text("\n".join(lines) + "\n")
         os.replace(tmp, self.config_path)
@@ -265,7 +265,7 @@ class SimGPU:
         if self._owns_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    def __enter__(self) -> "SimGPU":
+    def __enter__(self) -> SimGPU:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -381,7 +381,7 @@ class _Reader:
             hits.append(hit)
         per_cuda: dict[int, set[tuple[int | None, str | None]]] = {}
         unresolved: set[int] = set()
-        for (_, d), hit in zip(pairs.tolist(), hits):
+        for (_, d), hit in zip(pairs.tolist(), hits, strict=False):
             if hit is None:
                 unresolved.add(d)
             else:

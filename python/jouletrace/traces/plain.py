@@ -16,7 +16,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -157,4 +158,4 @@ def write_csv(path: str | os.PathLike[str], table: KernelTable) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
-        writer.writerows(zip(*cols))
+        writer.writerows(zip(*cols, strict=False))

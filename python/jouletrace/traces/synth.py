@@ -154,7 +154,7 @@ def write_nsys_sqlite(
             table.stream.tolist(),
             [None if c < 0 else c for c in corr.tolist()],
             name_sid[table.name_id].tolist(),
-            short_sid[table.name_id].tolist(),
+            short_sid[table.name_id].tolist(), strict=False,
         )
         con.executemany(
             "INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL (start, end, deviceId, contextId, streamId, "
@@ -167,7 +167,7 @@ def write_nsys_sqlite(
             "INSERT INTO NVTX_EVENTS (start, end, eventType, text, globalTid, textId, domainId) "
             f"VALUES (?, ?, {_NVTX_PUSH_POP}, NULL, {(_PID << 24) | _PID}, ?, 0)",
             zip((r.start_ns - base).tolist(), (r.end_ns - base).tolist(),
-                range_sid[r.name_id].tolist()),
+                range_sid[r.name_id].tolist(), strict=False),
         )
         con.executemany("INSERT INTO StringIds VALUES (?, ?)",
                         [(i, s) for s, i in strings.items()])
@@ -206,7 +206,7 @@ def write_kineto_json(
     for start, end, dev, stream, nid, corr, ext in zip(
         table.start_ns.tolist(), table.end_ns.tolist(), table.device.tolist(),
         table.stream.tolist(), table.name_id.tolist(), table.correlation.tolist(),
-        table.external_id.tolist(),
+        table.external_id.tolist(), strict=False,
     ):
         tid = str(stream) if modern else json.dumps(f"stream {stream}")
         args: dict[str, Any] = {"queued": 0, "device": dev, "context": 1, "stream": stream}
@@ -222,7 +222,7 @@ def write_kineto_json(
     r = table.ranges
     rnames = [json.dumps(n) for n in r.names]
     for start, end, dev, nid in zip(r.start_ns.tolist(), r.end_ns.tolist(),
-                                    r.device.tolist(), r.name_id.tolist()):
+                                    r.device.tolist(), r.name_id.tolist(), strict=False):
         if dev < 0:
             cat, pid, tid = "user_annotation", _PID, _PID
         else:

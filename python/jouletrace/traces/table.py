@@ -15,7 +15,8 @@ clock named by ``clock``:
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -161,22 +162,22 @@ class RangeTable(_Columns):
         self._check_common()
 
     @classmethod
-    def empty(cls) -> "RangeTable":
+    def empty(cls) -> RangeTable:
         return cls()
 
     @classmethod
     def from_names(
         cls, name: Sequence[str], start_ns: Any, end_ns: Any, device: Any = None
-    ) -> "RangeTable":
+    ) -> RangeTable:
         """Build from one name string per range (names are deduplicated)."""
         names, name_id = _intern(name)
         return cls(start_ns, end_ns, name_id, names, device)
 
-    def sorted(self) -> "RangeTable":
+    def sorted(self) -> RangeTable:
         """A copy ordered by start time (stable)."""
         return self.select(self._order())
 
-    def select(self, mask: Any) -> "RangeTable":
+    def select(self, mask: Any) -> RangeTable:
         """The rows picked by a boolean mask or an integer index array."""
         cols = self._take(self._index(mask))
         return RangeTable(cols["start_ns"], cols["end_ns"], cols["name_id"], self.names,
@@ -294,7 +295,7 @@ class KernelTable(_Columns):
                 return d
         return None
 
-    def _like(self, cols: dict[str, np.ndarray], **overrides: Any) -> "KernelTable":
+    def _like(self, cols: dict[str, np.ndarray], **overrides: Any) -> KernelTable:
         kwargs: dict[str, Any] = dict(
             stream=cols["stream"],
             correlation=cols["correlation"],
@@ -311,11 +312,11 @@ class KernelTable(_Columns):
         return KernelTable(cols["start_ns"], cols["end_ns"], cols["device"], cols["name_id"],
                            self.names, **kwargs)
 
-    def sorted(self) -> "KernelTable":
+    def sorted(self) -> KernelTable:
         """A copy ordered by start time (stable: ties keep their order)."""
         return self._like(self._take(self._order()))
 
-    def select(self, mask: Any) -> "KernelTable":
+    def select(self, mask: Any) -> KernelTable:
         """The kernels picked by a boolean mask or an integer index array.
 
         Names, devices, ranges and metadata are kept whole (shared names keep
