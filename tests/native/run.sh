@@ -18,5 +18,6 @@ for san in "address,undefined" "thread"; do
   "$dir/test_ring" 2000000
   "$dir/test_sampler"
   "$dir/test_nvml_sim"
+  "$dir/test_rapl"
 done
 echo "native tests: ok"
