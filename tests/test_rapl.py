@@ -468,7 +468,11 @@ def test_rapl_picks_perf_then_msr_then_powercap(fake_root):
     s = jouletrace.Sampler("rapl", **f.options())
     assert s._native.source_name == "rapl-msr"
     assert "rapl.skipped.rapl-powercap" not in s.source_metadata()
-    assert rapl.probe("rapl", **f.options()).detail.startswith("rapl-msr:")
+    native = rapl.probe("rapl", **f.options())
+    assert native.detail.startswith("rapl-msr:")
+    # What `jouletrace info` shows for "rapl" (derived from the three) is the native choice.
+    derived = rapl.probe_all(**f.options())[0]
+    assert derived.name == "rapl" and derived.usable and derived.detail == native.detail
 
 
 def test_nothing_usable_in_a_vm_says_why(fake_root):
@@ -491,6 +495,8 @@ def test_nothing_usable_in_a_vm_says_why(fake_root):
     assert not any(i.usable for i in infos.values())
     assert "virtual machine" in infos["rapl-msr"].reason
     assert infos["rapl-msr"].fix.startswith("`sudo modprobe msr`")
+    assert "each says why below" in infos["rapl"].reason and "virtual machine" in infos["rapl"].reason
+    assert "rapl-msr: `sudo modprobe msr`" in infos["rapl"].fix
 
 
 def test_sources_and_info_list_rapl_with_reasons():

@@ -136,9 +136,28 @@ def probe(source: str = "rapl", **options: Any) -> SourceInfo:
     return SourceInfo(source, desc, bool(usable), str(reason), str(fix), str(detail))
 
 
+_INTERFACES = ("rapl-perf", "rapl-msr", "rapl-powercap")  # the order in which "rapl" tries them
+
+
 def probe_all(**options: Any) -> list[SourceInfo]:
-    """:func:`probe` for rapl, rapl-perf, rapl-msr and rapl-powercap (what ``jouletrace info`` shows)."""
-    return [probe(name, **options) for name in SOURCES]
+    """:func:`probe` for rapl, rapl-perf, rapl-msr and rapl-powercap (what ``jouletrace info`` shows).
+
+    ``rapl`` is derived from the three interfaces (the first usable one, in
+    the order the source tries them) rather than probed a second time; when
+    none is usable it points at their own reasons instead of repeating them.
+    """
+    parts = [probe(name, **options) for name in _INTERFACES]
+    first = next((p for p in parts if p.usable), None)
+    desc = SOURCES["rapl"]
+    if first is not None:
+        auto = SourceInfo("rapl", desc, True, detail=first.detail)
+    else:
+        reason = "none of rapl-perf, rapl-msr, rapl-powercap is usable here (each says why below)"
+        if any("virtual machine" in p.reason for p in parts):
+            reason += "; this is a virtual machine, and hypervisors rarely pass RAPL through"
+        fixes = [f"{p.name}: {p.fix}" for p in parts if p.fix]
+        auto = SourceInfo("rapl", desc, False, reason, "; or ".join(fixes))
+    return [auto, *parts]
 
 
 def cpu_model(cpuinfo_path: str | os.PathLike[str] = "/proc/cpuinfo") -> dict[str, Any]:
