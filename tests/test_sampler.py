@@ -94,7 +94,10 @@ def test_energy_counter_matches_truth_within_sensor_quantisation(make_sim, now_n
 def test_instant_power_is_window_average(make_sim, now_ns):
     sim = make_sim(update_period_s=0.1, avg_window_s=0.025, idle_w=100.0)
     # 300 W on top of idle for 0.4 s: each update reports the mean of the 25 ms before it.
-    sim.add_segment(now_ns + 200_000_000, now_ns + 600_000_000, 300.0)
+    # Updates fall on multiples of 100 ms; the segment's edges sit 50 ms off that grid, so
+    # no 25 ms averaging window straddles an edge and every reading is 100 W or 400 W.
+    grid = (now_ns // 100_000_000 + 2) * 100_000_000 + 50_000_000
+    sim.add_segment(grid, grid + 400_000_000, 300.0)
     with jouletrace.Sampler("sim", rate_hz=1000, sim=sim) as s:
         time.sleep(0.8)
     rec = s.recording()
