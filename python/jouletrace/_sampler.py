@@ -53,6 +53,13 @@ class Sampler:
       ``gpuN.energy_ts_us`` / ``gpuN.power_ts_us``, µs since 1970).
     * ``sim``: ``sim=SimGPU(...)`` (default: one idle simulated H100), plus the
       ``nvml`` options but ``nvml_library``. It goes through the NVML code path.
+    * ``rapl`` (tries perf, then msr, then powercap), ``rapl-perf``, ``rapl-msr``,
+      ``rapl-powercap``: CPU package/core/uncore/DRAM and psys energy as
+      cumulative joules (``cpuN.package.energy_j``, ...), 32-bit counters
+      unwrapped in the core on every read. The roots are options so tests can
+      point them at fake trees: ``dev_cpu_root`` (/dev/cpu), ``powercap_root``
+      (/sys/class/powercap), ``perf_root`` (/sys/bus/event_source/devices/power),
+      ``cpu_sysfs_root`` (/sys/devices/system/cpu), ``cpuinfo_path``.
 
     Sampler options: ``ring_capacity`` (records, power of two; default about
     one second), ``spin_us`` (busy-wait before each deadline; default 0 at
