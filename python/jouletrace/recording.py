@@ -9,11 +9,17 @@ such as watts; NaN where the read failed (``status`` says why).
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import integrate
 from .errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from .measurement import Measurement, WindowEnergies
 
 __all__ = ["Recording", "STATUS_NAMES"]
 
@@ -55,6 +61,9 @@ class Recording:
             np.zeros((0, 3), dtype=np.int64) if clock_pairs is None else np.asarray(clock_pairs, dtype=np.int64)
         )
         self.metadata: dict[str, Any] = dict(metadata or {})
+        # Per-channel caches (the arrays are read-only, so they never go stale).
+        self._updates: dict[str, integrate.Updates] = {}
+        self._quantum: dict[str, float] = {}
 
     # -- channels ---------------------------------------------------------------
     @property
@@ -113,14 +122,229 @@ class Recording:
         return q - (real - mono)[idx]
 
     def update_period_ns(self, channel: str) -> float | None:
-        """The sensor update period seen on ``channel`` (median time between value changes).
+        """The sensor update period seen on ``channel`` (ns; median time between value changes).
 
         Computed on first use (O(n)) and cached in ``metadata["observed_update_period_ns"]``.
         """
         cache = self.metadata.setdefault("observed_update_period_ns", {})
         if channel not in cache:
-            cache[channel] = observed_update_period_ns(self.t_ns, self[channel])
+            cache[channel] = integrate.infer_update_period(self.t_ns, self[channel])
         return cache[channel]
+
+    # -- sensors --------------------------------------------------------------------
+    def characterize(self, refresh: bool = False) -> dict[str, dict[str, Any]]:
+        """What the recording says about each channel's sensor, stored in ``metadata["sensors"]``.
+
+        Per channel: ``update_period_ns``, ``updates``, ``resolved`` (polled at
+        least twice as fast as the sensor); counters add ``quantum_j`` and
+        ``update_timing``; power channels add ``averaged`` (True when each reading
+        is the mean over the whole sensor period, False for an instant reading
+        that sees part of it, None when the load was too steady to tell). See
+        :func:`jouletrace.integrate.characterize`.
+        """
+        sensors = self.metadata.get("sensors")
+        if sensors is not None and not refresh and set(sensors) >= set(self.channels):
+            return sensors
+        sensors = {}
+        periods = self.metadata.setdefault("observed_update_period_ns", {})
+        for ch in self.channels:
+            counter = None
+            if not self._cumulative[ch] and ch.endswith("_w"):
+                key = ch.rsplit(".", 1)[0]
+                if f"{key}.energy_j" in self._values and self._cumulative.get(f"{key}.energy_j"):
+                    counter = (self.t_ns, self[f"{key}.energy_j"])
+            info = integrate.characterize(self.t_ns, self[ch], self._cumulative[ch], counter=counter)
+            if self._cumulative[ch]:
+                info["update_timing"] = self._located(ch).method
+            sensors[ch] = info
+            periods[ch] = info["update_period_ns"]
+        self.metadata["sensors"] = sensors
+        return sensors
+
+    def _located(self, channel: str) -> integrate.Updates:
+        """The counter updates of ``channel`` placed in time (cached)."""
+        u = self._updates.get(channel)
+        if u is None:
+            u = integrate.locate_updates(
+                self.t_ns,
+                self[channel],
+                t_before_ns=self.t_before_ns,
+                t_after_ns=self.t_after_ns,
+                update_period_ns=self.update_period_ns(channel),
+                update_times_ns=self._update_times(channel),
+            )
+            self._updates[channel] = u
+        return u
+
+    def _update_times(self, channel: str) -> np.ndarray | None:
+        """The sensor's own timestamps of ``channel`` (NVML), as CLOCK_MONOTONIC ns, if recorded."""
+        if not channel.endswith("_j"):
+            return None
+        ts_channel = channel[: -len("_j")] + "_ts_us"
+        if ts_channel not in self._values or len(self.clock_pairs) == 0:
+            return None
+        us = np.asarray(self[ts_channel], dtype=np.float64)
+        good = np.isfinite(us) & (us > 0)
+        out = np.full(us.shape, np.nan)
+        if good.any():
+            epoch_ns = us[good].astype(np.int64) * 1000
+            out[good] = self.to_monotonic_ns(epoch_ns).astype(np.float64)
+        return out
+
+    def _quantum_j(self, channel: str) -> float:
+        q = self._quantum.get(channel)
+        if q is None:
+            q = self._quantum[channel] = integrate.counter_quantum(self[channel])
+        return q
+
+    # -- energy -----------------------------------------------------------------------
+    def energy_sources(self, channels: Sequence[str] | None = None) -> dict[str, tuple[str, str]]:
+        """Device key -> (channel, method) that energies are computed from.
+
+        A device's cumulative ``*.energy_j`` counter ("counter") when it has one,
+        else its ``*.power_w`` (or ``*.power_avg_w``) channel ("power"). ``channels``
+        keeps only the listed keys (``"gpu0"``) or channels (``"gpu0.power_w"``
+        forces the power method for that device).
+        """
+        src: dict[str, tuple[str, str]] = {}
+        for ch in self.channels:
+            if ch.endswith(".energy_j") and self._cumulative[ch]:
+                src[ch[: -len(".energy_j")]] = (ch, "counter")
+        for suffix in (".power_w", ".power_avg_w"):
+            for ch in self.channels:
+                if ch.endswith(suffix) and not self._cumulative[ch]:
+                    src.setdefault(ch[: -len(suffix)], (ch, "power"))
+        if channels is None:
+            return src
+        picked: dict[str, tuple[str, str]] = {}
+        for c in [channels] if isinstance(channels, str) else channels:
+            if c in src:
+                picked[c] = src[c]
+            elif c in self._values:
+                key, _, _ = c.rpartition(".")
+                if self._cumulative[c]:
+                    picked[key] = (c, "counter")
+                elif c.endswith("_w"):
+                    picked[key] = (c, "power")
+                else:
+                    raise InvalidArgumentError(f"channel {c!r} is neither an energy counter nor a power channel")
+            else:
+                raise InvalidArgumentError(
+                    f"no device or channel {c!r} in this recording; devices: {', '.join(src) or 'none'}"
+                )
+        return picked
+
+    def energies(
+        self, t0s: Any, t1s: Any, channels: Sequence[str] | None = None
+    ) -> WindowEnergies:
+        """Energy of N windows ``[t0s[i], t1s[i]]`` (CLOCK_MONOTONIC ns) per device, vectorised.
+
+        Returns a :class:`~jouletrace.measurement.WindowEnergies` with one array
+        per device key: ``energy_j``, ``uncertainty_j`` (the bound) and ``flags``
+        (uint8 bitmasks). Counters are interpolated between their located
+        updates; power channels integrated by trapezoid. The method and its bound
+        are described in :mod:`jouletrace.integrate`.
+        """
+        from .measurement import WindowEnergies
+
+        a = np.atleast_1d(np.asarray(t0s)).astype(np.int64, copy=False).ravel()
+        b = np.atleast_1d(np.asarray(t1s)).astype(np.int64, copy=False).ravel()
+        if a.shape != b.shape:
+            raise InvalidArgumentError(f"{a.size} window starts but {b.size} ends")
+        out = WindowEnergies(t0_ns=a, t1_ns=b)
+        for key, (ch, method) in self.energy_sources(channels).items():
+            if method == "counter":
+                e, u, f = integrate.counter_energy(
+                    self.t_ns, self[ch], a, b, updates=self._located(ch), quantum_j=self._quantum_j(ch)
+                )
+            else:
+                averaged = None
+                sensors = self.metadata.get("sensors")
+                if isinstance(sensors, dict) and isinstance(sensors.get(ch), dict):
+                    averaged = sensors[ch].get("averaged")
+                e, u, f = integrate.power_energy(
+                    self.t_ns, self[ch], a, b, update_period_ns=self.update_period_ns(ch), averaged=averaged
+                )
+            out.energy_j[key] = e
+            out.uncertainty_j[key] = u
+            out.flags[key] = f
+            out.method[key] = method
+            out.channel[key] = ch
+        return out
+
+    def energy(
+        self, t0_ns: int, t1_ns: int, channels: Sequence[str] | None = None, *, name: str | None = None
+    ) -> Measurement:
+        """Energy of the window ``[t0_ns, t1_ns]`` (CLOCK_MONOTONIC ns) as a Measurement.
+
+        Per device key (``gpu0``, ``cpu0.package``, ...): joules, the bound,
+        the flags and the method; see :meth:`energies`.
+        """
+        return self.energies([int(t0_ns)], [int(t1_ns)], channels).measurement(0, name=name)
+
+    def power(self, channel: str) -> tuple[np.ndarray, np.ndarray]:
+        """A power timeline ``(t_ns, watts)`` for a device key or channel.
+
+        A power channel (``gpu0.power_w``) gives its valid samples. A counter
+        (``gpu0.energy_j``) gives the mean power over each interval between two
+        located counter updates, at the interval's middle. A device key
+        (``gpu0``) uses its power channel, or derives power from its counter
+        where it has none.
+        """
+        ch = channel
+        if ch not in self._values:
+            for cand in (f"{channel}.power_w", f"{channel}.power_avg_w", f"{channel}.energy_j"):
+                if cand in self._values:
+                    ch = cand
+                    break
+            else:
+                self[channel]  # raises the KeyError that names the channels
+        if self._cumulative[ch]:
+            return integrate.derive_power(self.t_ns, self[ch], updates=self._located(ch))
+        v = np.asarray(self[ch])
+        ok = np.isfinite(v)
+        return np.asarray(self.t_ns)[ok], v[ok]
+
+    # -- persistence -----------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str], *, compress: bool = False) -> str:
+        """Write the recording to ``path`` (npz with JSON metadata; see :mod:`jouletrace.io`).
+
+        The file appears complete or not at all (written to a temporary name,
+        then renamed). Returns the path written.
+        """
+        from . import io
+
+        return io.save(self, path, compress=compress)
+
+    def to_pandas(self) -> Any:
+        """The samples as a pandas DataFrame (needs pandas).
+
+        Columns: ``t_ns``, ``t_before_ns``, ``t_after_ns``, ``seq``, ``status``
+        and one per channel; the index is the epoch time of each sample (UTC)
+        when the recording holds clock pairs. ``df.attrs["metadata"]`` holds the
+        metadata.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "Recording.to_pandas() needs pandas, which is not installed here: pip install pandas"
+            ) from None
+        cols: dict[str, Any] = {
+            "t_ns": np.asarray(self.t_ns),
+            "t_before_ns": np.asarray(self.t_before_ns),
+            "t_after_ns": np.asarray(self.t_after_ns),
+            "seq": np.asarray(self.seq),
+            "status": np.asarray(self.status),
+        }
+        for ch in self.channels:
+            cols[ch] = np.asarray(self[ch])
+        df = pd.DataFrame(cols)
+        if len(self.clock_pairs):
+            df.index = pd.to_datetime(self.to_epoch_ns(self.t_ns), unit="ns", utc=True)
+            df.index.name = "time"
+        df.attrs["metadata"] = self.metadata
+        return df
 
     def __repr__(self) -> str:
         src = self.metadata.get("source", "?")
@@ -142,16 +366,6 @@ def _nearest(sorted_keys: np.ndarray, q: np.ndarray) -> np.ndarray:
 def observed_update_period_ns(t_ns: np.ndarray, values: np.ndarray) -> float | None:
     """Median time between changes of a channel's value (its sensor update period, as seen).
 
-    None when the channel changed fewer than three times. A change is located
-    at the first sample that shows the new value, so the estimate is good to
-    about one sampling period.
+    The same as :func:`jouletrace.integrate.infer_update_period`.
     """
-    v = np.asarray(values)
-    ok = ~np.isnan(v)
-    t, v = t_ns[ok], v[ok]
-    if len(v) < 3:
-        return None
-    change_t = t[1:][np.diff(v) != 0]
-    if len(change_t) < 3:
-        return None
-    return float(np.median(np.diff(change_t)))
+    return integrate.infer_update_period(t_ns, values)

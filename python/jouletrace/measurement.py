@@ -1,0 +1,291 @@
+"""Measurement (one window) and WindowEnergies (many windows at once).
+
+Keys are devices and domains: ``gpu0``, ``cpu0.package``, ``cpu0.dram``,
+``psys`` — a channel name without its ``.energy_j`` / ``.power_w`` suffix.
+Energies and uncertainties are joules. ``uncertainty_j`` is the bound of
+:mod:`jouletrace.integrate` (a coverage bound: the error is within it in at
+least 95 % of windows on the simulated GPU).
+
+The total adds the devices that do not contain one another: every key but
+RAPL's sub-domains of a package (``.core``, ``.uncore``) and the whole-platform
+``psys``. Its uncertainty is the sum of theirs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .integrate import FLAG_NAMES, flag_names
+
+__all__ = ["Measurement", "WindowEnergies", "counts_in_total"]
+
+#: Keys whose energy is already inside another key's (left out of totals).
+_SUBDOMAINS = (".core", ".uncore", ".pp0", ".pp1")
+
+
+def counts_in_total(key: str) -> bool:
+    """Whether a device key's energy adds to the total (not a sub-domain, not psys)."""
+    return not (key.endswith(_SUBDOMAINS) or key == "psys" or key.startswith("psys"))
+
+
+@dataclass
+class WindowEnergies:
+    """Energies of N windows, one array per device key (see the module docstring).
+
+    ``flags[key]`` is a uint8 bitmask per window (:data:`jouletrace.integrate.FLAG_NAMES`).
+    """
+
+    t0_ns: np.ndarray
+    t1_ns: np.ndarray
+    energy_j: dict[str, np.ndarray] = field(default_factory=dict)
+    uncertainty_j: dict[str, np.ndarray] = field(default_factory=dict)
+    flags: dict[str, np.ndarray] = field(default_factory=dict)
+    #: "counter" (cumulative energy channel) or "power" (trapezoid over a power channel).
+    method: dict[str, str] = field(default_factory=dict)
+    #: The channel each key was computed from.
+    channel: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.t0_ns.shape[0])
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.energy_j)
+
+    @property
+    def duration_s(self) -> np.ndarray:
+        return (self.t1_ns - self.t0_ns).astype(np.float64) * 1e-9
+
+    @property
+    def total_j(self) -> np.ndarray:
+        """Sum over the keys that count in the total (NaN where one of them is NaN)."""
+        out = np.zeros(len(self))
+        for k, e in self.energy_j.items():
+            if counts_in_total(k):
+                out = out + e
+        return out
+
+    @property
+    def total_uncertainty_j(self) -> np.ndarray:
+        out = np.zeros(len(self))
+        for k, u in self.uncertainty_j.items():
+            if counts_in_total(k):
+                out = out + u
+        return out
+
+    @property
+    def any_flags(self) -> np.ndarray:
+        """The union of every key's flags, per window."""
+        out = np.zeros(len(self), dtype=np.uint8)
+        for f in self.flags.values():
+            out |= f
+        return out
+
+    def measurement(self, i: int, name: str | None = None) -> Measurement:
+        """Window ``i`` as a :class:`Measurement`."""
+        m = Measurement(name=name, t0_ns=int(self.t0_ns[i]), t1_ns=int(self.t1_ns[i]))
+        m._fill(
+            {k: float(v[i]) for k, v in self.energy_j.items()},
+            {k: float(v[i]) for k, v in self.uncertainty_j.items()},
+            {k: flag_names(int(v[i])) for k, v in self.flags.items()},
+            dict(self.method),
+        )
+        return m
+
+    def __getitem__(self, i: int) -> Measurement:
+        return self.measurement(i)
+
+    def __iter__(self) -> Iterator[Measurement]:
+        return (self.measurement(i) for i in range(len(self)))
+
+    def merge(self, other: WindowEnergies) -> None:
+        """Add another source's keys for the same windows (a clashing key gets a suffix)."""
+        for k in other.energy_j:
+            key = k
+            n = 2
+            while key in self.energy_j:
+                key = f"{k}#{n}"
+                n += 1
+            self.energy_j[key] = other.energy_j[k]
+            self.uncertainty_j[key] = other.uncertainty_j[k]
+            self.flags[key] = other.flags[k]
+            self.method[key] = other.method[k]
+            self.channel[key] = other.channel.get(k, k)
+
+
+class Measurement:
+    """The energy of one window: per device key, total, uncertainty and flags.
+
+    Attributes: ``name``, ``t0_ns``, ``t1_ns`` (CLOCK_MONOTONIC ns),
+    ``duration_s``, ``energy_j`` and ``uncertainty_j`` (dicts per key, J),
+    ``total_j``, ``total_uncertainty_j``, ``flags`` (the union of every key's
+    flag names), ``channel_flags`` (per key) and ``method`` (per key:
+    "counter" or "power").
+
+    A Measurement from :class:`jouletrace.Monitor` is computed on first use of
+    an energy attribute (so that ``end_window`` costs microseconds); that first
+    use may wait for the sensor's next updates (see :meth:`resolve`).
+    """
+
+    def __init__(self, name: str | None = None, t0_ns: int = 0, t1_ns: int | None = None) -> None:
+        self.name = name
+        self.t0_ns = int(t0_ns)
+        self.t1_ns = None if t1_ns is None else int(t1_ns)
+        self._energy: dict[str, float] | None = None
+        self._unc: dict[str, float] = {}
+        self._flags: dict[str, tuple[str, ...]] = {}
+        self._method: dict[str, str] = {}
+        self._resolver: Callable[[bool], None] | None = None
+
+    # -- state ---------------------------------------------------------------------
+    @property
+    def open(self) -> bool:
+        """True until the window has ended."""
+        return self.t1_ns is None
+
+    @property
+    def resolved(self) -> bool:
+        """True once the energies are known."""
+        return self._energy is not None
+
+    def _fill(
+        self,
+        energy: dict[str, float],
+        unc: dict[str, float],
+        flags: dict[str, tuple[str, ...]],
+        method: dict[str, str],
+    ) -> None:
+        self._unc = unc
+        self._flags = flags
+        self._method = method
+        self._energy = energy  # last: marks the measurement resolved
+
+    def resolve(self, wait: bool = True) -> Measurement:
+        """Compute the energies now (idempotent) and return self.
+
+        For a Monitor window, ``wait=True`` (what attribute access does) first
+        waits, up to about three sensor update periods after the window's end,
+        for the counter updates that bracket its end; ``wait=False`` computes
+        at once, extrapolating past the last update (flag ``extrapolated``).
+        """
+        if self._energy is not None:
+            return self
+        if self.t1_ns is None:
+            raise RuntimeError(f"window {self.name!r} is still open; end it before reading its energy")
+        if self._resolver is None:
+            raise RuntimeError("this Measurement has no data to compute its energy from")
+        self._resolver(wait)
+        return self
+
+    def _need(self) -> None:
+        if self._energy is None:
+            self.resolve(True)
+
+    # -- results -------------------------------------------------------------------
+    @property
+    def duration_s(self) -> float:
+        if self.t1_ns is None:
+            return float("nan")
+        return (self.t1_ns - self.t0_ns) * 1e-9
+
+    @property
+    def energy_j(self) -> dict[str, float]:
+        self._need()
+        return dict(self._energy or {})
+
+    @property
+    def uncertainty_j(self) -> dict[str, float]:
+        self._need()
+        return dict(self._unc)
+
+    @property
+    def method(self) -> dict[str, str]:
+        self._need()
+        return dict(self._method)
+
+    @property
+    def channel_flags(self) -> dict[str, tuple[str, ...]]:
+        self._need()
+        return dict(self._flags)
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """Every flag set on any key, in :data:`FLAG_NAMES` order."""
+        self._need()
+        seen = {f for fl in self._flags.values() for f in fl}
+        return tuple(n for n in FLAG_NAMES.values() if n in seen)
+
+    @property
+    def total_j(self) -> float:
+        self._need()
+        return float(sum(v for k, v in (self._energy or {}).items() if counts_in_total(k)))
+
+    @property
+    def total_uncertainty_j(self) -> float:
+        self._need()
+        return float(sum(v for k, v in self._unc.items() if counts_in_total(k)))
+
+    @property
+    def mean_power_w(self) -> float:
+        d = self.duration_s
+        return self.total_j / d if d > 0 else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (JSON-able)."""
+        self._need()
+        return {
+            "name": self.name,
+            "t0_ns": self.t0_ns,
+            "t1_ns": self.t1_ns,
+            "duration_s": self.duration_s,
+            "energy_j": self.energy_j,
+            "uncertainty_j": self.uncertainty_j,
+            "total_j": self.total_j,
+            "total_uncertainty_j": self.total_uncertainty_j,
+            "flags": list(self.flags),
+            "channel_flags": {k: list(v) for k, v in self._flags.items()},
+            "method": self.method,
+        }
+
+    # -- text ------------------------------------------------------------------------
+    def __str__(self) -> str:
+        title = self.name if self.name is not None else "window"
+        if self.t1_ns is None:
+            return f"{title}: open (started at {self.t0_ns} ns)"
+        self._need()
+        lines = [f"{title}: {self.duration_s:.6g} s, {_pm(self.total_j, self.total_uncertainty_j)} J total"]
+        width = max((len(k) for k in self._energy or {}), default=0)
+        for k, e in (self._energy or {}).items():
+            note = self._method.get(k, "")
+            if not counts_in_total(k):
+                note += ", not in total"
+            fl = self._flags.get(k, ())
+            if fl:
+                note += "; " + ", ".join(fl)
+            lines.append(f"  {k:<{width}}  {_pm(e, self._unc.get(k, float('nan')))} J  ({note})")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        if self.t1_ns is None:
+            return f"<Measurement {self.name!r} open>"
+        if self._energy is None:
+            return f"<Measurement {self.name!r} {self.duration_s:.6g} s, not computed yet>"
+        return (
+            f"<Measurement {self.name!r} {self.duration_s:.6g} s "
+            f"{_pm(self.total_j, self.total_uncertainty_j)} J flags={list(self.flags)}>"
+        )
+
+
+def _pm(value: float, err: float) -> str:
+    """'123.4 ± 0.5' with as many decimals as the uncertainty deserves."""
+    if not np.isfinite(value):
+        return "nan"
+    if not np.isfinite(err) or err <= 0:
+        return f"{value:.6g}"
+    decimals = max(0, int(-np.floor(np.log10(err))) + 1)
+    decimals = min(decimals, 9)
+    return f"{value:.{decimals}f} ± {err:.{decimals}f}"
