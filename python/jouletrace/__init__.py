@@ -27,6 +27,9 @@ from .errors import (
     SourceUnavailableError,
     TraceFormatError,
 )
+from .io import load
+from .measurement import Measurement, WindowEnergies
+from .monitor import Monitor
 from .recording import Recording
 from .sources import SourceInfo, sources
 
@@ -34,6 +37,10 @@ __all__ = [
     "__version__",
     "Sampler",
     "Recording",
+    "Monitor",
+    "Measurement",
+    "WindowEnergies",
+    "load",
     "sources",
     "SourceInfo",
     "SOURCE_NAMES",

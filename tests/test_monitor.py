@@ -1,0 +1,195 @@
+"""jouletrace.Monitor: windows (nested, overlapping, threaded), sync at both edges, accuracy, sources."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import jouletrace
+from jouletrace.errors import InvalidArgumentError, SourceUnavailableError
+from jouletrace.monitor import Monitor
+from jouletrace.sources import SourceInfo
+
+sources_module = sys.modules["jouletrace.sources"]
+
+
+@pytest.fixture
+def busy_sim(make_sim, now_ns):  # type: ignore[no-untyped-def]
+    """A simulated GPU with 10 ms sensor updates and a load that changes every few ms."""
+    sim = make_sim(update_period_s=0.01, idle_w=60.0)
+    rng = np.random.default_rng(1)
+    starts = now_ns + np.cumsum(rng.integers(2_000_000, 30_000_000, 400))
+    sim.add_segments(starts, starts + rng.integers(1_000_000, 40_000_000, 400), rng.uniform(50, 500, 400))
+    return sim
+
+
+def test_window_energy_is_within_its_bound(busy_sim):  # type: ignore[no-untyped-def]
+    with Monitor(sim=busy_sim, cpu=False, rate_hz=1000) as mon:
+        time.sleep(0.05)
+        ms = []
+        for i in range(12):
+            with mon.window(f"w{i}") as m:
+                time.sleep(0.005 + 0.02 * i)
+            ms.append(m)
+        got = mon.measurements()
+    assert got == ms and all(m.resolved for m in ms)
+    truth = busy_sim.true_energy([m.t0_ns for m in ms], [m.t1_ns for m in ms])
+    err = np.array([m.total_j for m in ms]) - truth
+    unc = np.array([m.total_uncertainty_j for m in ms])
+    assert np.mean(np.abs(err) <= unc) >= 11 / 12
+    for m in ms:
+        assert set(m.energy_j) == {"gpu0"} and m.method == {"gpu0": "counter"}
+        assert m.duration_s == pytest.approx((m.t1_ns - m.t0_ns) * 1e-9)
+        assert ("below_sensor_resolution" in m.flags) == (m.duration_s < 0.1)
+        assert "extrapolated" not in m.flags  # the Monitor waited for the updates after the end
+
+
+def test_nesting_overlap_and_same_name(busy_sim):  # type: ignore[no-untyped-def]
+    with Monitor(sim=busy_sim, cpu=False) as mon:
+        outer = mon.begin_window("step")
+        time.sleep(0.02)
+        a = mon.begin_window("a")
+        inner = mon.begin_window("step")  # same name: nests
+        time.sleep(0.02)
+        b = mon.begin_window("b")
+        assert sorted(mon.open_windows()) == ["a", "b", "step", "step"]
+        assert mon.end_window("a") is a  # overlaps b: ends while b is open
+        time.sleep(0.02)
+        assert mon.end_window("step") is inner
+        assert mon.end_window("b") is b
+        assert mon.end_window("step") is outer
+        assert mon.open_windows() == []
+        with pytest.raises(InvalidArgumentError, match="no open window 'step'"):
+            mon.end_window("step")
+    assert outer.t0_ns < a.t0_ns < inner.t0_ns < b.t0_ns < a.t1_ns < inner.t1_ns < b.t1_ns < outer.t1_ns
+    # Energies nest too, to within their bounds.
+    assert outer.total_j + outer.total_uncertainty_j >= inner.total_j - inner.total_uncertainty_j
+    assert [m.name for m in mon.measurements()] == ["a", "step", "b", "step"]
+    assert mon.measurements("step") == [inner, outer]
+
+
+def test_windows_from_many_threads(busy_sim):  # type: ignore[no-untyped-def]
+    mon = Monitor(sim=busy_sim, cpu=False).start()
+    per_thread: dict[int, list] = {}
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            mine = per_thread.setdefault(k, [])
+            for _ in range(50):
+                outer = mon.begin_window("job")
+                with mon.window("job") as inner:  # same name, nested, in every thread at once
+                    pass
+                assert mon.end_window("job") is outer
+                mine.append((outer, inner))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    time.sleep(0.05)
+    mon.stop()
+    assert not errors
+    assert mon.open_windows() == []
+    done = mon.measurements("job")
+    assert len(done) == 400
+    for pairs in per_thread.values():
+        for outer, inner in pairs:
+            assert outer.t0_ns <= inner.t0_ns <= inner.t1_ns <= outer.t1_ns
+            assert np.isfinite(outer.total_j) and np.isfinite(inner.total_j)
+
+
+def test_sync_is_called_at_both_edges_before_the_clock(busy_sim):  # type: ignore[no-untyped-def]
+    calls: list[int] = []
+
+    def sync() -> None:
+        calls.append(time.monotonic_ns())
+
+    with Monitor(sim=busy_sim, cpu=False, sync=sync) as mon:
+        with mon.window("default") as m:
+            assert len(calls) == 1
+        assert len(calls) == 2
+        assert calls[0] <= m.t0_ns and m.t0_ns <= calls[1] <= m.t1_ns
+        other: list[str] = []
+        mon.begin_window("override", sync=lambda: other.append("begin"))
+        mon.end_window("override", sync=lambda: other.append("end"))
+        assert other == ["begin", "end"] and len(calls) == 2
+        with mon.window("boom", sync=lambda: other.append("edge")):
+            pass
+        assert other[-2:] == ["edge", "edge"]
+
+        # An exception inside the window still ends it (and syncs).
+        with pytest.raises(RuntimeError):
+            with mon.window("fails"):
+                raise RuntimeError("body failed")
+        assert len(calls) == 4 and mon.open_windows() == []
+
+
+def test_lazy_result_and_resolve_without_waiting(busy_sim):  # type: ignore[no-untyped-def]
+    with Monitor(sim=busy_sim, cpu=False) as mon:
+        time.sleep(0.05)
+        m = mon.begin_window("x")
+        assert m.open and repr(m) == "<Measurement 'x' open>"
+        with pytest.raises(RuntimeError, match="still open"):
+            m.total_j  # noqa: B018
+        mon.end_window("x")
+        assert not m.resolved and "not computed yet" in repr(m)
+        m.resolve(wait=False)  # at once: past the last counter update, extrapolated
+        assert m.resolved and "extrapolated" in m.flags
+        n = mon.begin_window("y")
+        time.sleep(0.03)
+        mon.end_window("y")
+        e = n.total_j  # waits for three counter updates past the end (10 ms each)
+        rec = mon.recording()
+    assert "extrapolated" not in n.flags and np.isfinite(e)
+    after = np.asarray(rec["gpu0.energy_j"])[np.asarray(rec.t_ns) > n.t1_ns]
+    assert np.count_nonzero(np.diff(after[np.isfinite(after)])) >= 2  # the updates it waited for
+    d = n.to_dict()
+    assert json.loads(json.dumps(d))["energy_j"]["gpu0"] == pytest.approx(e)
+    text = str(n)
+    assert text.startswith("y: 0.03") and "J total" in text and "gpu0" in text
+
+
+def test_energies_of_arbitrary_windows_and_recordings(busy_sim):  # type: ignore[no-untyped-def]
+    with Monitor(sim=busy_sim, cpu=False) as mon:
+        time.sleep(0.3)
+        now = time.monotonic_ns()
+        we = mon.energies([now - 250_000_000, now - 100_000_000], [now - 50_000_000, now])
+        rec = mon.recording()
+    assert we.keys == ["gpu0"] and len(we) == 2
+    assert list(mon.recordings()) == ["sim"] and len(rec) > 200
+    truth = busy_sim.true_energy(we.t0_ns, we.t1_ns)
+    assert np.all(np.abs(we.total_j - truth) <= we.total_uncertainty_j)
+    assert "sim" in repr(mon)
+
+
+def test_sources_that_are_not_usable_are_skipped_or_refused(busy_sim, monkeypatch):  # type: ignore[no-untyped-def]
+    fake = [
+        SourceInfo("nvml", "GPUs", False, "libnvidia-ml.so.1: not found", "install the driver"),
+        SourceInfo("sim", "sim", True),
+        SourceInfo("rapl", "CPU", False, "no RAPL here", ""),
+    ]
+    monkeypatch.setattr(sources_module, "sources", lambda refresh=False: fake)
+    with pytest.raises(SourceUnavailableError, match=r"nvml: libnvidia-ml.so.1: not found; rapl: no RAPL here"):
+        Monitor()
+    with pytest.raises(SourceUnavailableError, match="none was asked for"):
+        Monitor(gpus=None, cpu=False)
+    with pytest.raises(SourceUnavailableError, match="'nvml' is not usable here.*install the driver"):
+        Monitor(sources=["nvml"])
+    mon = Monitor(gpus=[0], cpu=True, sim=busy_sim)  # the sim stands in for NVML; RAPL skipped
+    assert [s.source for s in mon.samplers] == ["sim"] and mon.skipped == {"rapl": "no RAPL here"}
+    with pytest.raises(InvalidArgumentError):
+        Monitor(gpus="some", sim=busy_sim)
+
+
+def test_top_level_exports():  # type: ignore[no-untyped-def]
+    assert jouletrace.Monitor is Monitor
+    assert jouletrace.Measurement.__name__ == "Measurement" and callable(jouletrace.load)
