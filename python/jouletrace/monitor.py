@@ -30,6 +30,8 @@ computes at once instead, extrapolating past the last update (flag
 ``sync`` (e.g. ``torch.cuda.synchronize``), given to the Monitor or to one
 window, is called at both edges before the clock is read, so that the window
 covers the GPU work queued inside it.
+
+Ended windows are kept (``measurements()``) until ``clear()``.
 """
 
 from __future__ import annotations
