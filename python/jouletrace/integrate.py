@@ -23,11 +23,15 @@ a counter reading at time ``t`` is ``E(u)`` for the last update ``u <= t``.
      CLOCK_MONOTONIC), if they move only when the value moves and fall inside
      the brackets;
    * a *periodic grid*: a sensor that updates every ``P`` exactly has all its
-     updates on ``phi + n P``. Over blocks of 64 update periods the grid is
-     fitted (least squares) and intersected with every bracket; when all
-     brackets agree, each update time is pinned to the grid and the remaining
-     uncertainty is a phase offset shared by every update of the block
-     (half-width ``h_c``), usually much smaller than one polling period.
+     updates on ``phi + n P``. The grid whose slope leaves the widest range
+     of phases that every bracket allows is found (over the whole recording
+     if all brackets agree on one, else over blocks of 64 update periods);
+     each update is then pinned to the grid, and the remaining uncertainty is
+     a phase shared by every update of the block (half-width ``h_c``), plus
+     what a tilt of the grid that still fits every bracket could move. When
+     the polling and the sensor clocks drift apart even slightly, the brackets
+     slide over the update instants and ``h_c`` shrinks far below a polling
+     period.
 
 2. *Interpolate the counter between update instants* (not between sample
    times): knot ``k`` is ``(u_k, C_k)`` with ``C_k`` the value the update

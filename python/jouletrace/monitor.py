@@ -94,7 +94,7 @@ class Monitor:
         self.skipped: dict[str, str] = {}
         self._samplers: list[Sampler] = self._make_samplers(gpus, cpu, sim, sources, sampler_options)
         self._lock = threading.Lock()  # guards the window lists; held for microseconds
-        self._resolve_lock = threading.Lock()  # one batch computation at a time
+        self._resolve_lock = threading.RLock()  # one batch computation (and recording read) at a time
         self._open: dict[tuple[int, str], list[Measurement]] = {}
         self._finished: list[Measurement] = []
         self._pending: list[Measurement] = []
@@ -166,10 +166,19 @@ class Monitor:
         return list(self._samplers)
 
     def start(self) -> Monitor:
-        """Start every sampler (idempotent)."""
+        """Start every sampler (idempotent) and wait for each one's first sample (at most 1 s).
+
+        A window that begins before a sampler's first sample would have an edge
+        outside its recording.
+        """
         for s in self._samplers:
             s.start()
+        if self._started:
+            return self
         self._started = True
+        deadline = time.monotonic() + 1.0
+        while any(s.running and s.reads == 0 for s in self._samplers) and time.monotonic() < deadline:
+            time.sleep(0.0005)
         return self
 
     def stop(self) -> None:
@@ -324,11 +333,12 @@ class Monitor:
         """Energy of arbitrary windows (CLOCK_MONOTONIC ns) over every sampler, vectorised."""
         a = np.atleast_1d(np.asarray(t0s, dtype=np.int64))
         b = np.atleast_1d(np.asarray(t1s, dtype=np.int64))
-        if wait and b.size:
-            self._wait_for_updates(int(b.max()))
-        out = WindowEnergies(t0_ns=a, t1_ns=b)
-        for s in self._samplers:
-            out.merge(s.recording().energies(a, b))
+        with self._resolve_lock:
+            if wait and b.size:
+                self._wait_for_updates(int(b.max()))
+            out = WindowEnergies(t0_ns=a, t1_ns=b)
+            for s in self._samplers:
+                out.merge(s.recording().energies(a, b))
         return out
 
     # -- computation ------------------------------------------------------------------------
