@@ -258,10 +258,9 @@ class Recording:
                     self.t_ns, self[ch], a, b, updates=self._located(ch), quantum_j=self._quantum_j(ch)
                 )
             else:
-                averaged = None
-                sensors = self.metadata.get("sensors")
-                if isinstance(sensors, dict) and isinstance(sensors.get(ch), dict):
-                    averaged = sensors[ch].get("averaged")
+                # Whether the power sensor averages over its whole period (the bound needs it).
+                sensors = self.characterize()
+                averaged = sensors.get(ch, {}).get("averaged")
                 e, u, f = integrate.power_energy(
                     self.t_ns, self[ch], a, b, update_period_ns=self.update_period_ns(ch), averaged=averaged
                 )
