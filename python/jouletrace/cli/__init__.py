@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import JouletraceError
-from . import info
+from . import info, record, report
 
-_COMMANDS = {"info": info}
+_COMMANDS = {"info": info, "record": record, "report": report}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Output piped into `head` and friends: not an error worth a traceback.
+        sys.stderr.close()
+        return 0
 
 
 def console_main() -> None:

@@ -1,0 +1,210 @@
+"""The summary of one recording that ``record`` prints at the end and ``report`` prints again.
+
+JSON schema (``--json``; ``schema`` = ``"jouletrace.summary/1"``), one object per file::
+
+    {
+      "schema": "jouletrace.summary/1",
+      "file": str | null,            # the recording file, when there is one
+      "source": str,                 # nvml, sim, rapl-msr, ...
+      "command": [str] | null,       # what `jouletrace record` ran
+      "exit_code": int | null,       # its exit status
+      "window": {"name": str, "t0_ns": int, "t1_ns": int},   # what the numbers cover
+      "duration_s": float,
+      "samples": int, "rate_hz": float,
+      "dropped": int, "missed_deadlines": int,
+      "devices": [                   # one per device or RAPL domain
+        {"key": str,                 # gpu0, cpu0.package, cpu0.dram, psys ...
+         "energy_j": float, "uncertainty_j": float,
+         "avg_power_w": float, "peak_power_w": float | null,
+         "method": "counter" | "power",
+         "flags": [str]}             # below_sensor_resolution, no_samples, ...
+      ],
+      "total_j": float, "total_uncertainty_j": float   # devices that do not contain one another
+    }
+
+``CSV`` (``--csv``) has one row per device with the columns ``file, source, key,
+duration_s, energy_j, uncertainty_j, avg_power_w, peak_power_w, method, flags``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Any
+
+import numpy as np
+
+from ..measurement import counts_in_total
+from ..recording import Recording
+
+SCHEMA = "jouletrace.summary/1"
+
+#: The JSON Schema of one summary object (draft 2020-12 subset), for tools and tests.
+JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "schema", "file", "source", "command", "exit_code", "window", "duration_s", "samples",
+        "rate_hz", "dropped", "missed_deadlines", "devices", "total_j", "total_uncertainty_j",
+    ],
+    "properties": {
+        "schema": {"type": "string", "const": SCHEMA},
+        "file": {"type": ["string", "null"]},
+        "source": {"type": "string"},
+        "command": {"type": ["array", "null"], "items": {"type": "string"}},
+        "exit_code": {"type": ["integer", "null"]},
+        "window": {
+            "type": "object",
+            "required": ["name", "t0_ns", "t1_ns"],
+            "properties": {
+                "name": {"type": "string"}, "t0_ns": {"type": "integer"}, "t1_ns": {"type": "integer"},
+            },
+        },
+        "duration_s": {"type": "number"},
+        "samples": {"type": "integer"},
+        "rate_hz": {"type": "number"},
+        "dropped": {"type": "integer"},
+        "missed_deadlines": {"type": "integer"},
+        "devices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": [
+                    "key", "energy_j", "uncertainty_j", "avg_power_w", "peak_power_w", "method", "flags",
+                ],
+                "properties": {
+                    "key": {"type": "string"},
+                    "energy_j": {"type": "number"},
+                    "uncertainty_j": {"type": "number"},
+                    "avg_power_w": {"type": "number"},
+                    "peak_power_w": {"type": ["number", "null"]},
+                    "method": {"type": "string", "enum": ["counter", "power"]},
+                    "flags": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+        "total_j": {"type": "number"},
+        "total_uncertainty_j": {"type": "number"},
+    },
+}
+
+
+def _window(rec: Recording) -> tuple[str, int, int]:
+    """The span the summary covers: the recorded command's window if there is one, else all."""
+    for w in rec.metadata.get("windows") or []:
+        if w.get("name") == "command" and w.get("t1_ns") is not None:
+            return "command", int(w["t0_ns"]), int(w["t1_ns"])
+    if len(rec) == 0:
+        return "recording", 0, 0
+    return "recording", int(rec.t_ns[0]), int(rec.t_ns[-1])
+
+
+def _finite(x: float) -> float:
+    return float(x) if math.isfinite(float(x)) else 0.0
+
+
+def summarize(rec: Recording, file: str | None = None) -> dict[str, Any]:
+    name, t0, t1 = _window(rec)
+    dur = max(t1 - t0, 0) * 1e-9
+    devices: list[dict[str, Any]] = []
+    total = total_unc = 0.0
+    if len(rec) >= 2 and t1 > t0:
+        m = rec.energy(t0, t1, name=name)
+        for key, e in m.energy_j.items():
+            peak: float | None = None
+            try:
+                t, w = rec.power(key)
+                sel = (t >= t0) & (t <= t1)
+                if np.any(sel):
+                    peak = float(np.max(w[sel]))
+            except (KeyError, ValueError):
+                peak = None
+            e = _finite(e)
+            u = _finite(m.uncertainty_j.get(key, 0.0))
+            devices.append(
+                {
+                    "key": key,
+                    "energy_j": e,
+                    "uncertainty_j": u,
+                    "avg_power_w": e / dur if dur > 0 else 0.0,
+                    "peak_power_w": peak,
+                    "method": m.method[key],
+                    "flags": list(m.channel_flags.get(key, ())),
+                }
+            )
+            if counts_in_total(key):
+                total += e
+                total_unc += u
+    md = rec.metadata
+    return {
+        "schema": SCHEMA,
+        "file": file,
+        "source": str(md.get("source", "?")),
+        "command": md.get("command"),
+        "exit_code": md.get("exit_code"),
+        "window": {"name": name, "t0_ns": t0, "t1_ns": t1},
+        "duration_s": dur,
+        "samples": len(rec),
+        "rate_hz": float(md.get("rate_hz") or 0.0),
+        "dropped": int(rec.dropped),
+        "missed_deadlines": int(rec.missed_deadlines),
+        "devices": devices,
+        "total_j": total,
+        "total_uncertainty_j": total_unc,
+    }
+
+
+def _fmt_j(j: float) -> str:
+    if abs(j) >= 1e6:
+        return f"{j / 1e6:.3f} MJ"
+    if abs(j) >= 1e3:
+        return f"{j / 1e3:.3f} kJ"
+    return f"{j:.3f} J"
+
+
+def format_table(summaries: list[dict[str, Any]]) -> str:
+    """A perf-stat-like text table for one or more summaries."""
+    out: list[str] = []
+    for s in summaries:
+        head = f" Energy of '{' '.join(s['command'])}'" if s.get("command") else f" Energy of {s['file'] or 'the recording'}"
+        out.append("")
+        out.append(f"{head} ({s['source']}, {s['rate_hz']:g} Hz):")
+        out.append("")
+        if not s["devices"]:
+            out.append("   no energy: fewer than two samples")
+        for d in s["devices"]:
+            peak = f"{d['peak_power_w']:9.1f} W peak" if d["peak_power_w"] is not None else " " * 16
+            flags = f"   [{', '.join(d['flags'])}]" if d["flags"] else ""
+            out.append(
+                f"   {_fmt_j(d['energy_j']):>14} ± {_fmt_j(d['uncertainty_j']):<12} {d['key']:<16}"
+                f" {d['avg_power_w']:9.1f} W avg {peak}  ({d['method']}){flags}"
+            )
+        if len(s["devices"]) > 1:
+            out.append(f"   {_fmt_j(s['total_j']):>14} ± {_fmt_j(s['total_uncertainty_j']):<12} total")
+        out.append("")
+        out.append(f"   {s['duration_s']:14.6f} s elapsed")
+        out.append(
+            f"   {s['samples']:14d} samples, {s['dropped']} dropped, {s['missed_deadlines']} missed deadlines"
+        )
+        if s.get("exit_code") not in (None, 0):
+            out.append(f"   command exited with status {s['exit_code']}")
+    out.append("")
+    return "\n".join(out)
+
+
+def format_csv(summaries: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(
+        ["file", "source", "key", "duration_s", "energy_j", "uncertainty_j", "avg_power_w", "peak_power_w",
+         "method", "flags"]
+    )
+    for s in summaries:
+        for d in s["devices"]:
+            w.writerow(
+                [s["file"] or "", s["source"], d["key"], f"{s['duration_s']:.9f}", f"{d['energy_j']:.6f}",
+                 f"{d['uncertainty_j']:.6f}", f"{d['avg_power_w']:.3f}",
+                 "" if d["peak_power_w"] is None else f"{d['peak_power_w']:.3f}", d["method"],
+                 ";".join(d["flags"])]
+            )
+    return buf.getvalue()

@@ -1,0 +1,88 @@
+"""``jouletrace report FILE ...``: the summary table of saved recordings, as text, CSV or JSON, and a plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..io import load
+from ..recording import Recording
+from ._summary import format_csv, format_table, summarize
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("report", help="summarise saved recordings (table, --csv, --json, --plot)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="recordings written by `jouletrace record` or Recording.save")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="one CSV row per device")
+    fmt.add_argument("--json", action="store_true", help="JSON (schema in jouletrace.cli._summary)")
+    p.add_argument("--plot", metavar="PNG", help="write a power timeline per device, windows shaded")
+    p.add_argument("--size", default="12x5", metavar="WxH", help="plot size in inches (default 12x5, 100 dpi)")
+
+
+def plot(recordings: list[Recording], path: str, size: tuple[float, float] = (12.0, 5.0), dpi: int = 100) -> Any:
+    """Power over time, one line per device, windows shaded and labelled. Returns the figure."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from ..errors import JouletraceError
+
+        raise JouletraceError(
+            "--plot needs matplotlib, which is not installed: pip install 'jouletrace[plot]' "
+            "(or pip install matplotlib)"
+        ) from None
+    fig, ax = plt.subplots(figsize=size, dpi=dpi)
+    t_origin = min((int(r.t_ns[0]) for r in recordings if len(r)), default=0)
+    for rec in recordings:
+        for key in rec.energy_sources():
+            t, w = rec.power(key)
+            if len(t) == 0:
+                continue
+            ax.plot((t - t_origin) * 1e-9, w, lw=1.0, label=f"{key} ({rec.metadata.get('source', '?')})")
+    shaded: set[tuple[str, int, int]] = set()
+    for rec in recordings:
+        for win in rec.metadata.get("windows") or []:
+            if win.get("t1_ns") is None:
+                continue
+            k = (str(win.get("name")), int(win["t0_ns"]), int(win["t1_ns"]))
+            if k in shaded:
+                continue
+            shaded.add(k)
+            a, b = (k[1] - t_origin) * 1e-9, (k[2] - t_origin) * 1e-9
+            ax.axvspan(a, b, alpha=0.12, color="tab:gray")
+            ax.annotate(k[0], xy=(a, 1.0), xycoords=("data", "axes fraction"), va="top", fontsize=8, rotation=90)
+    ax.set_xlabel("time since start (s)")
+    ax.set_ylabel("power (W)")
+    ax.set_title("jouletrace power timeline")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return fig
+
+
+def run(args: argparse.Namespace) -> int:
+    recs = [load(f) for f in args.files]
+    summaries = [summarize(r, f) for r, f in zip(recs, args.files, strict=True)]
+    if args.json:
+        print(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2))
+    elif args.csv:
+        print(format_csv(summaries), end="")
+    else:
+        print(format_table(summaries))
+    if args.plot:
+        try:
+            w, h = (float(x) for x in args.size.lower().split("x"))
+        except ValueError:
+            from ..errors import InvalidArgumentError
+
+            raise InvalidArgumentError(f"--size takes WxH in inches, e.g. 12x5; got {args.size!r}") from None
+        plot(recs, args.plot, (w, h))
+        print(f"wrote {args.plot}")
+    return 0
