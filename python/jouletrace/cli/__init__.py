@@ -46,12 +46,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"jouletrace {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:
         # Output piped into `head` and friends: not an error worth a traceback.
         sys.stderr.close()
         return 0
+    except OSError as e:  # a missing or unreadable file named by the user
+        if args.verbose:
+            raise
+        print(f"jouletrace {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 def console_main() -> None:
