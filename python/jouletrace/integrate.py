@@ -45,7 +45,9 @@ a counter reading at time ``t`` is ``E(u)`` for the last update ``u <= t``.
    the window are never summed alone, so edges are not lost and short windows
    do not read zero.
 
-**Bound.** The error of ``E(t1) - E(t0)`` has three parts, each bounded from
+**Bound** (``edges="independent"``: windows placed without regard to the
+load; see "Aligned edges" below for the default). The error of
+``E(t1) - E(t0)`` has three parts, each bounded from
 what the recording shows (``r_k``: mean power over update interval ``k``,
 ``T_k`` its length, ``f`` how far through its interval an edge lies):
 
@@ -95,6 +97,24 @@ Past the last located update (a window that ends before the sensor has
 updated again) the energy since that update is bounded by the larger of the
 last two intervals' mean powers times the time since it, and the window is
 flagged ``extrapolated``.
+
+**Aligned edges.** All of the above assumes that a window's edges fall
+anywhere with respect to the load's own power changes. Windows around the
+steps of a program do not: they open as the GPU starts working and close as it
+stops. When such a load also repeats with about the sensor's period, every
+update interval holds the same mix of busy and idle, the interval means are
+flat, and the shape term sees nothing, while each edge sits on a step the
+sensor never showed (on the simulated GPU, a 100 ms step of 70 % busy under a
+100 ms counter: no window within the independent-edges bound). For such windows
+(``edges="aligned"``, the default everywhere) the shape
+term of each edge is the worst case over every power profile between 0 and
+the device's maximum power ``p_hi`` (its power limit where known, at least the
+largest interval mean seen) that keeps the interval's energy:
+``T max(min(f (p_hi - r), (1 - f) r), min(f r, (1 - f) (p_hi - r)))``. The
+two edges' terms add (a busy window is undercounted at both ends), and a
+window inside one interval is between 0 and ``p_hi L``. This is a hard bound,
+about one update period's worth of power at each edge: honest, and wide for
+windows of a few update periods.
 
 Windows shorter than ten update periods are flagged
 ``below_sensor_resolution``: their relative error can be large even when the
@@ -492,6 +512,7 @@ class _Knots(NamedTuple):
     rate_rel: np.ndarray
     r: np.ndarray  # mean power over each interval (W), len(t) - 1
     dt: np.ndarray  # interval lengths (s)
+    r_max: float  # the largest mean power over a located interval (W)
 
 
 def _knots(u: Updates) -> _Knots | None:
@@ -515,7 +536,8 @@ def _make_knots(u: Updates) -> _Knots | None:
     dt = np.diff(t).astype(np.float64) * 1e-9
     dt = np.where(dt > 0, dt, 1e-9)
     r = np.diff(c) / dt
-    return _Knots(t, c, h, hc, block, rate_rel, r, dt)
+    located = r[1:-1] if r.size > 2 else r
+    return _Knots(t, c, h, hc, block, rate_rel, r, dt, float(np.nanmax(np.abs(located))))
 
 
 class _Edge(NamedTuple):
@@ -570,6 +592,15 @@ def _edge(k: _Knots, q: np.ndarray) -> _Edge:
     return _Edge(value, r, h, hc, block, shape, extrap, i, fc, T, dp, np.maximum(k.rate_rel[i], k.rate_rel[i + 1]))
 
 
+def _range_bound(e: _Edge, p_hi: float) -> np.ndarray:
+    """Worst error at an edge for any power in [0, p_hi] inside its interval (hard bound)."""
+    T, f, r = e.T, e.f, np.abs(e.r)
+    w = 1.0 - f
+    up = np.maximum(p_hi - r, 0.0)
+    worst = T * np.maximum(np.minimum(f * up, w * r), np.minimum(f * r, w * up))
+    return np.where(e.extrapolated, np.maximum(worst, e.shape), worst)
+
+
 def counter_energy(
     t_ns: np.ndarray,
     values: np.ndarray,
@@ -583,6 +614,8 @@ def counter_energy(
     quantum_j: float | None = None,
     timing: str = "auto",
     updates: Updates | None = None,
+    edges: str = "aligned",
+    max_power_w: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Energy (J) of a cumulative counter over windows ``[t0s[i], t1s[i]]``, vectorised.
 
@@ -596,7 +629,17 @@ def counter_energy(
     to :func:`counter_quantum`. ``updates`` takes a precomputed
     :func:`locate_updates` result (the other sample arguments are then used only
     for the recording's extent).
+
+    ``edges`` says how the windows relate to the load (module docstring, "Aligned
+    edges"): ``"aligned"`` (default) for windows that open and close where the
+    program changes what it does (training steps, kernels), whose bound allows
+    any power profile between 0 and ``max_power_w`` (at least the largest mean
+    power seen over an update interval) inside the intervals holding the edges;
+    ``"independent"`` for windows placed without regard to when the power
+    changes (a time grid, random windows): the statistical bound.
     """
+    if edges not in ("independent", "aligned"):
+        raise InvalidArgumentError(f"edges must be 'independent' or 'aligned', got {edges!r}")
     a, b, shape = _windows(t0s, t1s)
     m = a.size
     flags = np.zeros(m, dtype=np.uint8)
@@ -642,6 +685,17 @@ def counter_energy(
     short = (L <= 0.25 * T_max) & ~(e0.extrapolated | e1.extrapolated)
     cap = _SHAPE_K * np.sqrt(L * T_max) * np.maximum(e0.dp, e1.dp)
     shape_b = np.where(short, np.minimum(shape_b, cap), shape_b)
+    if edges == "aligned":
+        p_hi = k.r_max if max_power_w is None else max(float(max_power_w), k.r_max)
+        s0 = _range_bound(e0, p_hi)
+        s1 = _range_bound(e1, p_hi)
+        # The two edges' worst cases can have the same sign (a busy window undercounts at
+        # both ends): they add. Inside one interval the window is between 0 and p_hi * L.
+        aligned = s0 + s1
+        inside = same_i & ~(e0.extrapolated | e1.extrapolated)
+        est = np.abs(e1.value - e0.value)
+        aligned = np.where(inside, np.minimum(aligned, np.maximum(est, p_hi * L - est)), aligned)
+        shape_b = np.maximum(shape_b, aligned)
     # Independent sources of error: their bounds add in quadrature.
     bound = np.sqrt(q_b**2 + timing_b**2 + shape_b**2)
     flags[(b - a) < RESOLUTION_PERIODS * period] |= FLAG_BELOW_RESOLUTION

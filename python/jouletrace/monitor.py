@@ -67,6 +67,10 @@ class Monitor:
       ``gpus``/``cpu``; each must be usable.
     * ``sync``: a callable run at both edges of every window (see the module docstring).
     * ``wait_updates``: counter updates to wait for past a window's end on first use.
+    * ``edges``: ``"aligned"`` (default): windows open and close where the program
+      changes what it does, so their bound allows a power step at each edge that the
+      sensor never showed (:mod:`jouletrace.integrate`, "Aligned edges");
+      ``"independent"`` for windows placed without regard to the load.
     * further keyword arguments go to every :class:`jouletrace.Sampler`.
 
     Sources asked for but not usable here (no GPU, RAPL not readable) are
@@ -85,11 +89,15 @@ class Monitor:
         sources: Sequence[str] | None = None,
         sync: Callable[[], Any] | None = None,
         wait_updates: int = 3,
+        edges: str = "aligned",
         **sampler_options: Any,
     ) -> None:
         self.rate_hz = float(rate_hz)
         self.sync = sync
         self.wait_updates = max(0, int(wait_updates))
+        if edges not in ("aligned", "independent"):
+            raise InvalidArgumentError(f"edges must be 'aligned' or 'independent', got {edges!r}")
+        self.edges = edges
         #: Source name -> why it was not used.
         self.skipped: dict[str, str] = {}
         self._samplers: list[Sampler] = self._make_samplers(gpus, cpu, sim, sources, sampler_options)
@@ -338,7 +346,7 @@ class Monitor:
                 self._wait_for_updates(int(b.max()))
             out = WindowEnergies(t0_ns=a, t1_ns=b)
             for s in self._samplers:
-                out.merge(s.recording().energies(a, b))
+                out.merge(s.recording().energies(a, b, edges=self.edges))
         return out
 
     # -- computation ------------------------------------------------------------------------

@@ -235,7 +235,7 @@ class Recording:
         return picked
 
     def energies(
-        self, t0s: Any, t1s: Any, channels: Sequence[str] | None = None
+        self, t0s: Any, t1s: Any, channels: Sequence[str] | None = None, *, edges: str = "aligned"
     ) -> WindowEnergies:
         """Energy of N windows ``[t0s[i], t1s[i]]`` (CLOCK_MONOTONIC ns) per device, vectorised.
 
@@ -243,7 +243,14 @@ class Recording:
         per device key: ``energy_j``, ``uncertainty_j`` (the bound) and ``flags``
         (uint8 bitmasks). Counters are interpolated between their located
         updates; power channels integrated by trapezoid. The method and its bound
-        are described in :mod:`jouletrace.integrate`.
+        are described in :mod:`jouletrace.integrate`. ``edges="aligned"`` (the
+        default) is for windows that open and close where the load changes
+        (program steps, kernels): their bound allows a power step at each edge
+        that the sensor never showed, up to the device's power limit
+        (``gpuN.power_limit_w``). ``edges="independent"`` gives the tighter,
+        statistical bound for windows placed without regard to the load (a fixed
+        time grid, random windows); it can fail for windows synchronised with a
+        load that repeats at about the sensor's period.
         """
         from .measurement import WindowEnergies
 
@@ -255,7 +262,14 @@ class Recording:
         for key, (ch, method) in self.energy_sources(channels).items():
             if method == "counter":
                 e, u, f = integrate.counter_energy(
-                    self.t_ns, self[ch], a, b, updates=self._located(ch), quantum_j=self._quantum_j(ch)
+                    self.t_ns,
+                    self[ch],
+                    a,
+                    b,
+                    updates=self._located(ch),
+                    quantum_j=self._quantum_j(ch),
+                    edges=edges,
+                    max_power_w=self._power_limit_w(key),
                 )
             else:
                 # Whether the power sensor averages over its whole period (the bound needs it).
@@ -272,14 +286,31 @@ class Recording:
         return out
 
     def energy(
-        self, t0_ns: int, t1_ns: int, channels: Sequence[str] | None = None, *, name: str | None = None
+        self,
+        t0_ns: int,
+        t1_ns: int,
+        channels: Sequence[str] | None = None,
+        *,
+        name: str | None = None,
+        edges: str = "aligned",
     ) -> Measurement:
         """Energy of the window ``[t0_ns, t1_ns]`` (CLOCK_MONOTONIC ns) as a Measurement.
 
         Per device key (``gpu0``, ``cpu0.package``, ...): joules, the bound,
         the flags and the method; see :meth:`energies`.
         """
-        return self.energies([int(t0_ns)], [int(t1_ns)], channels).measurement(0, name=name)
+        return self.energies([int(t0_ns)], [int(t1_ns)], channels, edges=edges).measurement(0, name=name)
+
+    def _power_limit_w(self, key: str) -> float | None:
+        """The device's power limit (W) from the source metadata (NVML), if known."""
+        dev = self.metadata.get("device")
+        if not isinstance(dev, dict):
+            return None
+        try:
+            limit = float(dev.get(f"{key}.power_limit_w", "nan"))
+        except (TypeError, ValueError):
+            return None
+        return limit if np.isfinite(limit) and limit > 0 else None
 
     def power(self, channel: str) -> tuple[np.ndarray, np.ndarray]:
         """A power timeline ``(t_ns, watts)`` for a device key or channel.

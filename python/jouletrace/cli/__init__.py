@@ -47,8 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jouletrace {args.command}: error: {e}", file=sys.stderr)
         return 1
     except BrokenPipeError:
-        # Output piped into `head` and friends: not an error worth a traceback.
-        sys.stderr.close()
+        # Output piped into `head` and friends: not an error worth a traceback. Point
+        # stdout at /dev/null so the interpreter's final flush does not fail again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as e:  # a missing or unreadable file named by the user
         if args.verbose:
