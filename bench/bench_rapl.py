@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,9 @@ from typing import Any
 import jouletrace
 from jouletrace import _core, rapl
 from jouletrace.rapl import AMD_MSR, INTEL_MSR, FakeRapl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sampler_timing import _thread_cpu_ns  # noqa: E402  (one copy of the /proc reader)
 
 
 def fake_intel(root: Path, packages: int) -> FakeRapl:
@@ -79,19 +83,6 @@ def python_powercap_poll_ns(f: FakeRapl, n: int) -> float:
             with open(path) as fh:
                 int(fh.read())
     return (time.perf_counter_ns() - t0) / n
-
-
-def _thread_cpu_ns(name: str) -> int:
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/comm") as fh:
-                if fh.read().strip() != name:
-                    continue
-            with open(f"/proc/self/task/{tid}/schedstat") as fh:
-                return int(fh.read().split()[0])
-        except OSError:
-            continue
-    return -1
 
 
 def sampler_cpu(options: dict[str, Any], rate: float, seconds: float) -> dict[str, float]:

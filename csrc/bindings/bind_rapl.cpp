@@ -48,12 +48,7 @@ void bind_rapl(py::module_& m) {
          std::int64_t spin_ns, std::int64_t drain_period_ns, std::size_t max_records) {
         const RaplOptions o = make_options(dev_cpu_root, powercap_root, perf_root, cpu_sysfs_root, cpuinfo_path,
                                            perf_paranoid_path, msr_stride);
-        SamplerConfig c;
-        c.rate_hz = rate_hz;
-        c.ring_capacity = ring_capacity;
-        c.spin_ns = spin_ns;
-        c.drain_period_ns = drain_period_ns;
-        c.max_records = max_records;
+        const SamplerConfig c = sampler_config(rate_hz, ring_capacity, spin_ns, drain_period_ns, max_records);
         // Arguments are converted to C++ values above; discovery below only
         // touches files and system calls, never Python objects, so other
         // Python threads may run meanwhile.

@@ -60,12 +60,7 @@ void bind_sampler(py::module_& m) {
             o.gpus = gpus;
             o.timestamps = timestamps;
             o.source_name = source_name;
-            SamplerConfig c;
-            c.rate_hz = rate_hz;
-            c.ring_capacity = ring_capacity;
-            c.spin_ns = spin_ns;
-            c.drain_period_ns = drain_period_ns;
-            c.max_records = max_records;
+            const SamplerConfig c = sampler_config(rate_hz, ring_capacity, spin_ns, drain_period_ns, max_records);
             // Arguments are converted; NVML init may block on the driver, so
             // let other Python threads run meanwhile. Nothing here touches
             // Python objects.
