@@ -61,17 +61,17 @@ def synthetic_launches(rng: np.random.Generator, t0_ns: int, seconds: float, n_n
 
 
 def synthetic_recording(sim, t0_ns: int, t1_ns: int, rng: np.random.Generator, rate_hz: float = 1000.0,  # type: ignore[no-untyped-def]
-                        gpu: int = 0) -> Recording:
+                        gpu: int = 0, epoch_offset: int = EPOCH_OFFSET) -> Recording:
     """What a Sampler polling ``sim`` at ``rate_hz`` over [t0, t1] would record (no real time).
 
     Sample times carry up to 30 µs of jitter; each read takes 4 µs
     (t_before/t_after); values are the simulated counter (``sensor_energy_j``).
-    Clock pairs map CLOCK_MONOTONIC to epoch by :data:`EPOCH_OFFSET`.
+    Clock pairs map CLOCK_MONOTONIC to epoch by ``epoch_offset``.
     """
     n = int((t1_ns - t0_ns) * 1e-9 * rate_hz)
     t = t0_ns + (np.arange(n) * (1e9 / rate_hz)).astype(np.int64) + rng.integers(0, 30_000, n)
     v = sim.sensor_energy_j(t, gpu=gpu)
-    pairs = np.array([[t0_ns, t0_ns + EPOCH_OFFSET, 40], [t1_ns, t1_ns + EPOCH_OFFSET, 40]], dtype=np.int64)
+    pairs = np.array([[t0_ns, t0_ns + epoch_offset, 40], [t1_ns, t1_ns + epoch_offset, 40]], dtype=np.int64)
     return Recording(
         t_ns=t, t_before_ns=t - 2_000, t_after_ns=t + 2_000, seq=np.arange(n, dtype=np.uint64),
         status=np.zeros(n, dtype=np.uint8), values={f"gpu{gpu}.energy_j": v},
