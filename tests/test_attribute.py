@@ -42,6 +42,29 @@ T0 = 5_000_000_000_000  # CLOCK_MONOTONIC start of the synthetic runs (ns)
 IDLE_W = 60.0
 
 
+def _idle_gaps(s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The stretches between the union of the kernels' intervals (a plain loop)."""
+    gs, ge = [], []
+    order = np.argsort(s, kind="stable")
+    reach = None
+    for a, b in zip(s[order].tolist(), e[order].tolist(), strict=True):
+        if reach is not None and a > reach:
+            gs.append(reach)
+            ge.append(a)
+        reach = b if reach is None else max(reach, b)
+    return np.array(gs, np.int64), np.array(ge, np.int64)
+
+
+def _check_adds_up(rec, launches) -> None:  # type: ignore[no-untyped-def]
+    """Launch shares plus the gaps with no kernel are the counter's energy over the span."""
+    s, e = launches["start_ns"], launches["end_ns"]
+    gs, ge = _idle_gaps(s, e)
+    idle = rec.energies(gs, ge).energy_j["gpu0"].sum()
+    span = rec.energies([s.min()], [e.max()]).energy_j["gpu0"][0]
+    assert launches["energy_j"].sum() + idle == pytest.approx(span, rel=1e-9)
+    assert launches.meta["devices"][0]["idle_energy_j"] == pytest.approx(idle, rel=1e-9)
+
+
 def _truth_per_name(sim: SimGPU, w: dict, n_names: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact energy per launch (J, idle included) and power while running (W), per name."""
     e = sim.true_energy(w["start"], w["end"])
@@ -172,9 +195,7 @@ def test_per_launch_energies_are_flagged_bounded_and_add_up(h100_run):
     plain = at.attribute_launches(r.rec, kernels, power_limit_w=float("nan"))
     assert np.all(plain["bound_j"] <= launches["bound_j"]) and np.any(plain["bound_j"] < launches["bound_j"])
     # The launches' shares plus the no-kernel segments are the counter's energy over the span.
-    span = r.rec.energies([launches["start_ns"].min()], [launches["end_ns"].max()]).energy_j["gpu0"][0]
-    total = launches["energy_j"].sum() + launches.meta["devices"][0]["idle_energy_j"]
-    assert total == pytest.approx(span, rel=1e-9)
+    _check_adds_up(r.rec, launches)
     # rows map back to the trace
     np.testing.assert_array_equal(kernels.name_id[launches["index"]], launches["name_id"])
     by = launches.by_name()
@@ -225,8 +246,29 @@ def test_concurrent_kernels_share_by_overlap(make_sim):
     launches = at.attribute_launches(rec, kernels)
     assert np.all(launches["share_s"] <= launches["duration_s"] + 1e-12)
     assert np.any(launches["share_s"] < launches["duration_s"] - 1e-9)
-    span = rec.energies([s.min()], [e.max()]).energy_j["gpu0"][0]
-    assert launches["energy_j"].sum() + launches.meta["devices"][0]["idle_energy_j"] == pytest.approx(span, rel=1e-9)
+    _check_adds_up(rec, launches)
+
+
+def test_per_launch_shares_match_elementary_segments(make_sim):
+    """Random launches on three streams, against each elementary segment's energy / m (plain loops)."""
+    rng = np.random.default_rng(21)
+    n = 300
+    s = T0 + np.sort(rng.integers(0, 3_000_000_000, n))
+    e = s + rng.integers(1_000, 80_000_000, n)
+    sim = make_sim(update_period_s=0.02, idle_w=IDLE_W)
+    sim.add_segments(s, e, rng.uniform(20, 300, n))
+    rec = synthetic_recording(sim, T0 - 100_000_000, T0 + 3_200_000_000, rng)
+    launches = at.attribute_launches(rec, kernel_table(s, e, np.zeros(n, np.int64), ["k"]))
+    knots = np.unique(np.concatenate([s, e]))
+    seg_e = rec.energies(knots[:-1], knots[1:]).energy_j["gpu0"]
+    expect = np.zeros(n)
+    for q in range(knots.size - 1):
+        a, b = knots[q], knots[q + 1]
+        on = np.flatnonzero((s <= a) & (e >= b))
+        if on.size:
+            expect[on] += seg_e[q] / on.size
+    order = np.argsort(launches["index"])
+    np.testing.assert_allclose(launches["energy_j"][order], expect, rtol=1e-9, atol=1e-9)
 
 
 def test_two_identical_overlapping_launches_split_equally(make_sim):
@@ -594,8 +636,8 @@ def test_end_to_end_real_time_with_the_sampler_and_a_real_trace(make_sim, tmp_pa
     truth = sim.true_energy(launches["start_ns"], launches["end_ns"])
     assert launches["below_resolution"].all()
     assert np.mean(np.abs(launches["energy_j"] - truth) <= launches["bound_j"]) >= 0.9
-    span = rec.energies([launches["start_ns"].min()], [launches["end_ns"].max()]).energy_j["gpu0"][0]
-    assert launches["energy_j"].sum() + launches.meta["devices"][0]["idle_energy_j"] == pytest.approx(span, rel=1e-9)
+    _check_adds_up(rec, launches)
+    span = rec.energies([s.min()], [e.max()]).energy_j["gpu0"][0]
     assert span == pytest.approx(float(sim.true_energy(s.min(), e.max())), rel=0.02)
     # Per name: 67 names from 300 counter intervals; the intervals hold the truth.
     names = result.names

@@ -1291,20 +1291,27 @@ def attribute_launches(
         s = alignment.to_monotonic(kernels.start_ns[sel])
         e = alignment.to_monotonic(kernels.end_ns[sel])
         sw = _sweep(s, e)
-        nseg = sw.t.size - 1
-        we = recording.energies(np.concatenate([sw.t[:-1], s]), np.concatenate([sw.t[1:], e]), channels=[ch])
+        # A launch's share is its window's energy less, for each segment where m > 1
+        # kernels overlap, (1 - 1/m) of that segment's energy: only those segments need
+        # windows of their own (interpolated energies add up over adjacent windows).
+        ms = sw.m[:-1]
+        multi = np.flatnonzero((ms > 1) & (sw.t[1:] > sw.t[:-1]))
+        span0, span1 = int(sw.t[0]), int(sw.t[-1])
+        we = recording.energies(np.concatenate([s, sw.t[multi], [span0]]),
+                                np.concatenate([e, sw.t[multi + 1], [span1]]), channels=[ch])
         (key,) = list(we.energy_j)
         energy_all = we.energy_j[key]
-        seg_e = energy_all[:nseg]
-        ms = sw.m[:-1]
-        shared = np.zeros(nseg)
-        np.divide(np.nan_to_num(seg_e), ms, out=shared, where=ms > 0)
-        V = np.concatenate([[0.0], np.cumsum(shared)])
-        own = energy_all[nseg:]
-        energy = np.where(np.isfinite(own), V[sw.end_pos] - V[sw.start_pos], np.nan)
-        flags = we.flags[key][nseg:]
+        own = energy_all[: s.size]
+        seg_e = np.nan_to_num(energy_all[s.size:-1])
+        excess = np.zeros(ms.size)
+        excess[multi] = seg_e * (1.0 - 1.0 / ms[multi])
+        Q = np.concatenate([[0.0], np.cumsum(excess)])
+        energy = own - (Q[sw.end_pos] - Q[sw.start_pos])
+        span_e = float(energy_all[-1])
+        nseg = s.size
+        flags = we.flags[key][:nseg]
         share = sw.w[sw.end_pos] - sw.w[sw.start_pos]
-        bound = we.uncertainty_j[key][nseg:]
+        bound = we.uncertainty_j[key][:nseg]
         below = (flags & FLAG_BELOW_RESOLUTION) != 0
         limit = power_limit_w
         if limit is None:
@@ -1320,7 +1327,7 @@ def attribute_launches(
         meta["devices"][dev] = {
             "channel": ch,
             "device_mapping": how,
-            "idle_energy_j": float(np.nansum(np.where(ms == 0, seg_e, 0.0))),
+            "idle_energy_j": span_e - float(np.nansum(energy)),
             "power_limit_w": limit,
         }
         part = {
