@@ -16,7 +16,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import sim
+from . import attribute, export, markers, sim
 from ._sampler import SOURCE_NAMES, Sampler
 from .errors import (
     DeviceLostError,
@@ -28,6 +28,7 @@ from .errors import (
     TraceFormatError,
 )
 from .io import load
+from .markers import SyncMarkers
 from .measurement import Measurement, WindowEnergies
 from .monitor import Monitor
 from .recording import Recording
@@ -45,6 +46,10 @@ __all__ = [
     "SourceInfo",
     "SOURCE_NAMES",
     "sim",
+    "attribute",
+    "export",
+    "markers",
+    "SyncMarkers",
     "JouletraceError",
     "SourceUnavailableError",
     "PermissionDeniedError",

@@ -54,26 +54,49 @@ Statistical estimate (per name)
 ===============================
 
 1. *Counter updates.* An update happened after the last sample that still
-   shows the old value and no later than the first that shows the new one:
-   its time is the middle of that bracket, the half-width its uncertainty.
+   shows the old value and no later than the first that shows the new one: it
+   lies in that bracket (:func:`counter_updates`).
 2. *Intervals.* Between consecutive updates ``k`` and ``k + 1`` the counter
    rose by ``dE_k`` over ``T_k``. Only intervals inside the trace's span (from
-   the first kernel start to the last kernel end on the device, or ``span=``)
+   the first kernel start to the last kernel end on the device, or ``span_ns=``)
    are used: outside it the GPU may run work the trace did not see.
 3. *Regressors.* For each interval, the share time of every kernel name inside
-   it and the idle time (``sum == T_k``), computed in one sweep over the sorted
-   kernel starts and ends with cumulative sums and :func:`numpy.bincount`:
-   no Python loop per launch.
-4. *Fit.* ``dE_k = P_idle * idle_k + sum_j P_j * share_kj + e_k``, solved by
+   it and the idle time (they sum to ``T_k``), from one sweep over the sorted
+   kernel starts and ends with cumulative sums and :func:`numpy.bincount`: no
+   Python loop per launch (:func:`interval_matrix`).
+4. *Where in its bracket each update happened.* A poller on a fixed grid
+   against a sensor with its own fixed period sees every update at nearly the
+   same place in its bracket, so bracket midpoints are off by a common offset
+   (up to half a polling period) — enough to move short neighbouring kernels of
+   a repeated training step into the wrong interval. The regressors are
+   computed for the bracket average (updates anywhere in their brackets) and
+   for common positions across the bracket, searched in four passes, each four
+   times finer; the candidate with the least residual is used.
+5. *Fit.* ``dE_k = P_idle * idle_k + sum_j P_j * share_kj + e_k``, solved by
    non-negative least squares (:func:`nnls`, Lawson–Hanson), rows weighted by
-   ``1 / sqrt(T_k)`` (the noise of an interval grows with its length).
-5. *Uncertainty.* A moving-block bootstrap over intervals (blocks of about
-   ``n^(1/3)`` consecutive intervals keep the correlation between neighbours,
-   which share an update time): ``bootstrap`` replicates refit on resampled
-   rows; the confidence interval of every reported number (power, energy per
-   launch, total, power above idle) is the percentile interval of its
-   replicates. The refit is done on the replicates' normal equations, so it
-   costs little more than the fit.
+   ``1 / sqrt(T_k)`` (an interval's noise grows with its length).
+6. *Uncertainty.* The confidence interval of every reported number (power,
+   energy per launch, total, power above idle; all linear in the coefficients)
+   is the union of
+
+   * a block bootstrap over intervals (blocks of about ``n^(1/3)`` consecutive
+     intervals keep the correlation between neighbours, which share an update):
+     ``bootstrap`` refits on the replicates' normal equations, percentile
+     interval — this sees the noise and the non-negativity bound;
+   * the unconstrained least-squares estimate plus or minus ``z`` standard
+     errors, the larger of the classical one (residual variance with
+     ``n - p`` degrees of freedom) and one robust to correlation within the
+     same blocks; names whose regressors are collinear (always launched
+     together in the same proportion) get an infinite one — this sees how well
+     the data separate the names, which the bootstrap cannot;
+   * the estimate itself;
+
+   and each side is then widened, in quadrature, by the largest change of the
+   estimate among the update positions of step 4 that the residuals cannot rule
+   out (within ``3.84 sigma^2`` of the best, an F-like test at 95 %).
+   ``enough_data`` marks names with at least ``min_launches`` launches, seen in
+   ``min_intervals`` intervals, whose interval is within ``max_relative_ci``
+   (5 %) of the estimate.
 
 Then per name: ``power_w`` (W, the GPU's power while it runs, idle included),
 ``power_above_idle_w``, ``energy_per_launch_j`` = ``power_w`` times the mean
@@ -82,11 +105,18 @@ share time per launch (J, idle included), ``dynamic_energy_per_launch_j``
 estimate does not need kernels to be longer than the sensor's update period:
 it needs many intervals whose kernel mix differs.
 
+Checked on the simulated GPU (H100-like: 100 ms updates, 1 mJ counter, 1 kHz
+polling): 8 names of 20 µs to 5 ms over 300 s, energy per launch within 2.5 %
+and 95 % intervals holding the truth in 95–97 % of cases; the repeated step
+of a real trace (2,700 kernels, 70 names, two streams) in ~93 % of names.
+
 Limits: names that always run together in the same proportion cannot be told
-apart (their confidence intervals say so: they come out wide); a counter that
-lags its update instant, or sees only part of each period (Hopper's 25 % power
-window, if the counter is built from it), adds noise and, when the mix changes
-in step with the sensor, bias that this model does not see.
+apart (their intervals say so: unbounded); "(other kernels)" (beyond
+``max_names``) is one regressor for names of different power, a misfit that
+leaks into the others when the lump's mix changes; a counter that sees only
+part of each period (Hopper's 25 % power window, if the counter were built from
+it) or lags its update instant adds noise and, when the mix changes in step
+with the sensor, bias that this model does not see.
 """
 
 from __future__ import annotations
@@ -940,7 +970,9 @@ def attribute_names(
     ``max_names``: names beyond this many, ranked by share time, are lumped
     into one "(other kernels)" regressor. ``bootstrap`` replicates give the
     ``level`` confidence intervals (``seed`` for reproducibility; 0 replicates:
-    no intervals). Method: module docstring.
+    no intervals). ``timing=False`` leaves out the widening for the update
+    offsets the data allow. ``min_launches``, ``min_intervals`` and
+    ``max_relative_ci`` decide ``enough_data``. Method: module docstring.
     """
     if alignment is None:
         alignment = align(kernels, recording)
