@@ -12,9 +12,15 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import JouletraceError
-from . import info, record, report
+from . import attribute, demo, info, record, report
 
-_COMMANDS = {"info": info, "record": record, "report": report}
+_COMMANDS = {
+    "info": info,
+    "record": record,
+    "report": report,
+    "attribute": attribute,
+    "demo": demo,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

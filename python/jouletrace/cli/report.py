@@ -43,18 +43,18 @@ def plot(recordings: list[Recording], path: str, size: tuple[float, float] = (12
             if len(t) == 0:
                 continue
             ax.plot((t - t_origin) * 1e-9, w, lw=1.0, label=f"{key} ({rec.metadata.get('source', '?')})")
-    shaded: set[tuple[str, int, int]] = set()
+    wins: dict[tuple[str, int, int], None] = {}
     for rec in recordings:
         for win in rec.metadata.get("windows") or []:
-            if win.get("t1_ns") is None:
-                continue
-            k = (str(win.get("name")), int(win["t0_ns"]), int(win["t1_ns"]))
-            if k in shaded:
-                continue
-            shaded.add(k)
-            a, b = (k[1] - t_origin) * 1e-9, (k[2] - t_origin) * 1e-9
-            ax.axvspan(a, b, alpha=0.12, color="tab:gray")
-            ax.annotate(k[0], xy=(a, 1.0), xycoords=("data", "axes fraction"), va="top", fontsize=8, rotation=90)
+            if win.get("t1_ns") is not None and win.get("name") != "command":
+                wins[(str(win.get("name")), int(win["t0_ns"]), int(win["t1_ns"]))] = None
+    # Many windows (training steps): shade them alternately and label about 20 of them.
+    every = max(1, -(-len(wins) // 20))
+    for i, (name, t0, t1) in enumerate(sorted(wins, key=lambda w: w[1])):
+        a, b = (t0 - t_origin) * 1e-9, (t1 - t_origin) * 1e-9
+        ax.axvspan(a, b, alpha=0.10 if i % 2 == 0 else 0.20, color="tab:gray", lw=0)
+        if i % every == 0:
+            ax.annotate(name, xy=(a, 1.0), xycoords=("data", "axes fraction"), va="top", fontsize=7, rotation=90)
     ax.set_xlabel("time since start (s)")
     ax.set_ylabel("power (W)")
     ax.set_title("jouletrace power timeline")

@@ -1,0 +1,194 @@
+"""``jouletrace attribute FILE --trace TRACE``: energy per CUDA kernel name from a profiler trace.
+
+TRACE is an Nsight Systems SQLite export (``nsys export --type sqlite``) or a
+PyTorch-profiler (Kineto) JSON trace, plain or .gz, taken while FILE was being
+recorded. Each kernel name gets two numbers, each labelled with its kind:
+
+* statistical: counter intervals regressed on the time each name was running
+  (non-negative least squares), with a confidence interval; meaningful even for
+  kernels far shorter than the sensor's update period;
+* direct: the counter interpolated over each launch and summed per name, with
+  its bound; below the sensor's resolution for short kernels (flagged).
+
+JSON (``--json``; ``schema`` = ``"jouletrace.attribution/1"``)::
+
+    {"schema": str, "recording": str, "trace": str,
+     "alignment": {"method": str, "uncertainty_ns": int},
+     "kernels": [{"name": str, "device": int, "launches": int,
+                  "statistical": {"total_energy_j": float, "ci_low_j": float, "ci_high_j": float,
+                                  "energy_per_launch_j": float, "power_w": float, "enough_data": bool},
+                  "direct": {"energy_j": float, "bound_j": float,
+                             "below_resolution_fraction": float} | null}]}
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io as _io
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import traces
+from ..attribute import Attribution, attribute
+from ..io import load
+
+SCHEMA = "jouletrace.attribution/1"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "attribute",
+        help="energy per CUDA kernel name from an nsys or PyTorch-profiler trace",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("file", metavar="FILE", help="the recording (jouletrace record -o FILE, or Recording.save)")
+    p.add_argument("--trace", required=True, help="nsys SQLite export or Kineto JSON (.json / .json.gz)")
+    p.add_argument("--top", type=int, default=15, help="kernel names to show (default 15)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="every kernel name as CSV")
+    fmt.add_argument("--json", action="store_true", help="every kernel name as JSON (schema in --help)")
+    p.add_argument("--perfetto", metavar="OUT.json", help="write kernels and power tracks on one timeline")
+    p.add_argument("--no-launches", action="store_true", help="skip the per-launch (direct) numbers")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the intervals")
+
+
+def _f(x: Any) -> float:
+    v = float(x)
+    return v if math.isfinite(v) else float("nan")
+
+
+def rows(result: Attribution) -> list[dict[str, Any]]:
+    """One row per (device, kernel name), largest statistical total first."""
+    names = result.names.sort()
+    direct: dict[tuple[int, str], dict[str, Any]] = {}
+    if result.launches is not None and len(result.launches):
+        by = result.launches.by_name()
+        for i in range(len(by["name"])):
+            direct[(int(by["device"][i]), str(by["name"][i]))] = {
+                "energy_j": _f(by["energy_j"][i]),
+                "bound_j": _f(by["bound_j"][i]),
+                "below_resolution_fraction": _f(by["below_resolution_fraction"][i]),
+            }
+    out = []
+    for i in range(len(names)):
+        dev, name = int(names["device"][i]), str(names["name"][i])
+        out.append(
+            {
+                "name": name,
+                "device": dev,
+                "launches": int(names["launches"][i]),
+                "statistical": {
+                    "total_energy_j": _f(names["total_energy_j"][i]),
+                    "ci_low_j": _f(names["total_energy_ci_low_j"][i]),
+                    "ci_high_j": _f(names["total_energy_ci_high_j"][i]),
+                    "energy_per_launch_j": _f(names["energy_per_launch_j"][i]),
+                    "power_w": _f(names["power_w"][i]),
+                    "enough_data": bool(names["enough_data"][i]),
+                },
+                "direct": direct.get((dev, name)),
+            }
+        )
+    return out
+
+
+def _short(name: str, width: int = 44) -> str:
+    return name if len(name) <= width else name[: width - 3] + "..."
+
+
+def format_text(result: Attribution, table: list[dict[str, Any]], top: int) -> str:
+    a = result.alignment
+    lines = [
+        f"alignment: {a.method}, uncertainty {a.uncertainty_ns / 1e3:.1f} µs",
+        "",
+        f"{'kernel':<44} {'dev':>3} {'launches':>8}  {'statistical total J [CI]':>30}  "
+        f"{'J/launch':>10}  {'direct J ± bound':>22}",
+    ]
+    for r in table[:top]:
+        s, d = r["statistical"], r["direct"]
+        stat = f"{s['total_energy_j']:.4g} [{s['ci_low_j']:.4g}, {s['ci_high_j']:.4g}]"
+        if not s["enough_data"]:
+            stat += " (few data)"
+        dtxt = "-" if d is None else f"{d['energy_j']:.4g} ± {d['bound_j']:.3g}"
+        if d is not None and d["below_resolution_fraction"] > 0.5:
+            dtxt += " (below resolution)"
+        lines.append(
+            f"{_short(r['name']):<44} {r['device']:>3} {r['launches']:>8}  {stat:>30}  "
+            f"{s['energy_per_launch_j']:>10.4g}  {dtxt:>22}"
+        )
+    if len(table) > top:
+        lines.append(f"... {len(table) - top} more kernel names (--csv or --json for all)")
+    for dev, m in result.names.meta.get("devices", {}).items():
+        lines.append(
+            f"device {dev}: {m.get('channel')} ({m.get('device_mapping')}), idle "
+            f"{m.get('idle_power_w', float('nan')):.1f} W, {m.get('intervals')} counter intervals"
+        )
+    lines.append("statistical: regression over counter intervals, CI from a block bootstrap; "
+                 "direct: counter interpolated over each launch, with its bound.")
+    return "\n".join(lines)
+
+
+def format_csv(table: list[dict[str, Any]]) -> str:
+    buf = _io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["name", "device", "launches", "kind", "energy_j", "low_j", "high_j", "energy_per_launch_j",
+                "power_w", "note"])
+    for r in table:
+        s, d = r["statistical"], r["direct"]
+        w.writerow([r["name"], r["device"], r["launches"], "statistical", s["total_energy_j"], s["ci_low_j"],
+                    s["ci_high_j"], s["energy_per_launch_j"], s["power_w"],
+                    "" if s["enough_data"] else "few data"])
+        if d is not None:
+            w.writerow([r["name"], r["device"], r["launches"], "direct", d["energy_j"],
+                        d["energy_j"] - d["bound_j"], d["energy_j"] + d["bound_j"],
+                        d["energy_j"] / max(r["launches"], 1), "",
+                        f"below resolution {d['below_resolution_fraction']:.0%}"])
+    return buf.getvalue()
+
+
+def run(args: argparse.Namespace) -> int:
+    rec = load(args.file)
+    kernels = traces.load(args.trace)
+    result = attribute(rec, kernels, launches=not args.no_launches, bootstrap=args.bootstrap)
+    table = rows(result)
+    if args.json:
+        doc = {
+            "schema": SCHEMA,
+            "recording": args.file,
+            "trace": args.trace,
+            "alignment": {"method": result.alignment.method, "uncertainty_ns": int(result.alignment.uncertainty_ns)},
+            "kernels": table,
+        }
+        print(json.dumps(_clean(doc), indent=2, allow_nan=False))  # NaN -> null: strict JSON
+    elif args.csv:
+        print(format_csv(table), end="")
+    else:
+        print(format_text(result, table, args.top))
+    if args.perfetto:
+        from ..export import merge_kineto, write_perfetto
+
+        common = dict(kernels=kernels, alignment=result.alignment, launches=result.launches, names=result.names)
+        if kernels.format == "kineto-json":
+            merge_kineto(args.trace, args.perfetto, rec, **common)
+        else:
+            write_perfetto(args.perfetto, rec, **common)
+        if not args.json:
+            print(f"wrote {args.perfetto} (open it in https://ui.perfetto.dev)")
+    return 0
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_clean(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, np.generic):
+        return _clean(x.item())
+    return x
+
