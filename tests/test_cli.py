@@ -26,7 +26,7 @@ def test_info_lists_every_source_and_why():
 def test_info_json():
     r = run("info", "--json")
     assert r.returncode == 0, r.stderr
-    data = json.loads(r.stdout)
+    data = json.loads(r.stdout)["sources"]
     by_name = {d["name"]: d for d in data}
     assert by_name["sim"]["usable"] is True
     assert set(by_name["nvml"]) >= {"usable", "reason", "fix", "description"}
@@ -66,3 +66,19 @@ def test_console_script_and_no_link_to_nvml():
         pytest.skip("jouletrace is not pip-installed in this environment (developer build on PYTHONPATH)")
     r = subprocess.run([str(script), "info"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "Sources:" in r.stdout
+
+
+def test_info_devices_and_sensor_measured(make_sim):
+    sim = make_sim(gpus=1, update_period_s=0.02, avg_window_s=0.005)
+    r = run("info", "--measure", "0.6", env=sim.env())
+    assert r.returncode == 0, r.stderr
+    assert "gpu0: NVIDIA H100 80GB HBM3 (simulated)" in r.stdout
+    assert "UUID GPU-5117e000-0000-4000-8000-000000000000" in r.stdout and "power limit 700 W" in r.stdout
+    assert "sensor (published, Hopper)" in r.stdout and "1-second moving average" in r.stdout
+    # The simulated counter updates every 20 ms; the measurement says so.
+    line = next(ln for ln in r.stdout.splitlines() if "measured gpu0.energy_j" in ln)
+    period_ms = float(line.split("updates every ")[1].split(" ms")[0])
+    assert abs(period_ms - 20.0) < 1.0
+    data = json.loads(run("info", "--json", env=sim.env()).stdout)
+    assert data["gpus"][0]["uuid"] == "GPU-5117e000-0000-4000-8000-000000000000"
+    assert data["gpus"][0]["known_sensor"]["architecture"] == "Hopper"

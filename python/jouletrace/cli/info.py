@@ -1,23 +1,71 @@
-"""``jouletrace info``: every source, usable here or not (why, and the fix), and the devices."""
+"""``jouletrace info``: every source, usable here or not (why, and the fix), the GPUs, and their sensors."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
+from ..errors import JouletraceError
+from ..sensors import facts_for
 from ..sources import sources
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("info", help="list sources, whether each is usable here, and why not")
+    p = sub.add_parser("info", help="list sources, whether each is usable here and why not, GPUs and sensors")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--measure", type=float, default=0.0, metavar="SECONDS",
+                   help="also sample each GPU for SECONDS at 1 kHz and report its sensor as measured")
+
+
+def _gpus(measure_s: float) -> list[dict[str, Any]]:
+    """Devices NVML reports, with their metadata, the published sensor facts and, optionally, a measurement."""
+    from .. import _core
+    from .._sampler import Sampler
+
+    try:
+        native = _core.Sampler.nvml(rate_hz=1.0, max_records=1024)
+    except JouletraceError:
+        return []
+    meta = dict(native.metadata)
+    del native
+    out = []
+    for key in sorted({k.split(".")[0] for k in meta if k.startswith("gpu")}, key=lambda g: int(g[3:])):
+        arch = meta.get(f"{key}.architecture")
+        d: dict[str, Any] = {
+            "device": key,
+            "name": meta.get(f"{key}.name"),
+            "uuid": meta.get(f"{key}.uuid"),
+            "pci_bus_id": meta.get(f"{key}.pci_bus_id"),
+            "driver_version": meta.get("nvml.driver_version"),
+            "nvml_version": meta.get("nvml.version"),
+            "power_limit_w": float(meta[f"{key}.power_limit_w"]) if f"{key}.power_limit_w" in meta else None,
+            "energy_feed": meta.get(f"{key}.energy_j.feed"),
+            "power_feed": meta.get(f"{key}.power_w.feed"),
+            "known_sensor": vars(facts_for(int(arch) if arch else None, meta.get(f"{key}.name") or "")),
+        }
+        out.append(d)
+    if measure_s > 0 and out:
+        with Sampler("nvml", rate_hz=1000.0, timestamps=False) as s:
+            time.sleep(measure_s)
+        sensors = s.recording().characterize()
+        for d in out:
+            got = {}
+            for ch in (f"{d['device']}.energy_j", f"{d['device']}.power_w"):
+                info = sensors.get(ch)
+                if info is not None:
+                    got[ch] = {k: info.get(k) for k in ("update_period_ns", "updates", "averaged", "quantum_j")
+                               if k in info}
+            d["measured_sensor"] = got
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     infos = sources(refresh=True)
+    gpus = _gpus(args.measure)
     if args.json:
-        print(json.dumps([vars(i) if hasattr(i, "__dict__") else i.__dict__ for i in infos], indent=2))
+        print(json.dumps({"sources": [vars(i) for i in infos], "gpus": gpus}, indent=2))
         return 0
     width = max(len(i.name) for i in infos)
     print("Sources:")
@@ -31,5 +79,23 @@ def run(args: argparse.Namespace) -> int:
             if i.fix:
                 print(f"  {'':<{width}}  {'':<10}  fix: {i.fix}")
     if not any(i.usable and i.name != "sim" for i in infos):
-        print("\nNo hardware source is usable here; `Sampler('sim')` (the simulated GPU) runs anywhere.")
+        print("\nNo hardware source is usable here; `jouletrace demo` and `--source sim` (the simulated GPU) "
+              "run anywhere.")
+    for d in gpus:
+        print(f"\n{d['device']}: {d['name']}")
+        print(f"  UUID {d['uuid']}, PCI {d['pci_bus_id']}, driver {d['driver_version']}, NVML {d['nvml_version']}")
+        if d["power_limit_w"] is not None:
+            print(f"  power limit {d['power_limit_w']:.0f} W")
+        print(f"  energy from {d['energy_feed']}; power from {d['power_feed']}")
+        k = d["known_sensor"]
+        print(f"  sensor (published, {k['architecture']}):")
+        print(f"    energy counter: {k['energy_counter']}")
+        print(f"    instant power:  {k['instant_power']}")
+        print(f"    power usage:    {k['power_usage']}")
+        print(f"    accuracy:       {k['accuracy']}   [{k['sources']}]")
+        for ch, m in (d.get("measured_sensor") or {}).items():
+            p = m.get("update_period_ns")
+            per = f"{p / 1e6:.1f} ms" if p else "not seen"
+            extra = "" if m.get("averaged") is None else f", averaged over its whole period: {m['averaged']}"
+            print(f"  measured {ch}: updates every {per} ({m.get('updates')} updates seen){extra}")
     return 0
