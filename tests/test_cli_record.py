@@ -192,3 +192,37 @@ def test_plot_without_matplotlib_is_a_clear_error(tmp_path, make_sim, now_ns, mo
     from jouletrace.cli import main
 
     assert main(["report", str(path), "--plot", str(tmp_path / "x.png")]) == 1
+
+
+def test_live_status_line_on_a_terminal(tmp_path):
+    """On a terminal, record shows elapsed time, watts and joules so far on one rewritten line."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    p = subprocess.Popen(
+        [sys.executable, "-m", "jouletrace", "record", "--source", "sim", "-o", str(tmp_path / "t.npz"), "--",
+         sys.executable, "-c", "import time; time.sleep(1.6)"],
+        stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+    )
+    os.close(slave)
+    buf = b""
+    while True:
+        r, _, _ = select.select([master], [], [], 30)
+        if not r:
+            break
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        buf += chunk
+    p.wait(timeout=60)
+    os.close(master)
+    text = buf.decode(errors="replace")
+    assert p.returncode == 0, text
+    status = [seg for seg in text.split("\r") if seg.startswith("[jouletrace]")]
+    assert status, text
+    assert "gpu0" in status[-1] and " W" in status[-1] and "J so far" in status[-1]
+    assert "Energy of" in text

@@ -57,6 +57,7 @@ def add_parser(sub: Any) -> None:
 def _pick_sources(names: list[str] | None) -> list[str]:
     infos = {i.name: i for i in sources(refresh=True)}
     if names:
+        names = list(dict.fromkeys(names))  # a source named twice is sampled once
         for n in names:
             if n not in infos:
                 raise InvalidArgumentError(f"unknown source {n!r}; known: {', '.join(infos)}")
