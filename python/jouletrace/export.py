@@ -207,7 +207,7 @@ def _emit(events: list[dict[str, Any]], name: str, unit: str, pid: int, rel_ns: 
 # ---------------------------------------------------------------------------------------------
 # Per-kernel args from attribution results
 # ---------------------------------------------------------------------------------------------
-def _kernel_args(n: int, launches: Any, names: Any) -> list[dict[str, Any]]:
+def _kernel_args(n: int, launches: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [{} for _ in range(n)]
     if launches is not None:
         idx = np.asarray(launches["index"], dtype=np.int64)
@@ -283,7 +283,9 @@ def write_perfetto(
         al = Alignment("identity", "monotonic", 0, 0, np.zeros((0, 3), np.int64))
     t = np.asarray(recording.t_ns, dtype=np.int64)
     if have_k:
-        lo = int(min(kernels.start_ns.min(), kernels.ranges.start_ns.min() if len(kernels.ranges) else kernels.start_ns.min()))
+        lo = int(kernels.start_ns.min())
+        if len(kernels.ranges):
+            lo = min(lo, int(kernels.ranges.start_ns.min()))
         base = (lo // 1_000_000_000) * 1_000_000_000
         span = (int(al.to_monotonic(kernels.start_ns.min())) - 1_000_000_000,
                 int(al.to_monotonic(kernels.end_ns.max())) + 1_000_000_000)
@@ -318,7 +320,7 @@ def write_perfetto(
 
 def _kernel_events(kernels: Any, base: int, launches: Any, names: Any) -> list[dict[str, Any]]:
     n = len(kernels)
-    args = _kernel_args(n, launches, names)
+    args = _kernel_args(n, launches)
     nargs = _name_args(names)
     name_list = kernels.names
     events: list[dict[str, Any]] = []
@@ -413,7 +415,7 @@ def merge_kineto(
 
 def _annotate_kineto(events: list[Any], kernels: Any, base: int, launches: Any, names: Any,
                      us_to_ns: Any) -> None:
-    args = _kernel_args(len(kernels), launches, names)
+    args = _kernel_args(len(kernels), launches)
     nargs = _name_args(names)
     key_to_row = {
         (s, e, kernels.names[nid]): i
