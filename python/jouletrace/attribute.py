@@ -129,6 +129,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .errors import InvalidArgumentError
+from .traces._util import normalize_pci, normalize_uuid
 
 __all__ = [
     "Alignment",
@@ -743,24 +744,6 @@ class LaunchEnergies(_Table):
 # ---------------------------------------------------------------------------------------------
 # Devices
 # ---------------------------------------------------------------------------------------------
-def _norm_uuid(u: Any) -> str | None:
-    if not u:
-        return None
-    s = str(u).strip().lower()
-    return s[4:] if s.startswith("gpu-") else s
-
-
-def _norm_pci(p: Any) -> str | None:
-    if not p:
-        return None
-    s = str(p).strip().lower()
-    parts = s.split(":")
-    if len(parts) >= 2:
-        bus_dev = ":".join(parts[-2:])
-        return bus_dev
-    return s
-
-
 def device_channels(
     kernels: Any, recording: Any, device_map: dict[int, str] | None = None
 ) -> dict[int, tuple[str, str]]:
@@ -777,8 +760,8 @@ def device_channels(
     by_pci: dict[str, str] = {}
     for c in gpu_ch:
         dev = c.split(".", 1)[0]
-        u = _norm_uuid(meta.get(f"{dev}.uuid"))
-        p = _norm_pci(meta.get(f"{dev}.pci_bus_id"))
+        u = normalize_uuid(meta.get(f"{dev}.uuid"))
+        p = normalize_pci(meta.get(f"{dev}.pci_bus_id"))
         if u:
             by_uuid[u] = c
         if p:
@@ -795,8 +778,8 @@ def device_channels(
             continue
         info = kernels.device_info(d) if hasattr(kernels, "device_info") else None
         info = info or {}
-        u = _norm_uuid(info.get("uuid"))
-        p = _norm_pci(info.get("pci_bus_id"))
+        u = normalize_uuid(info.get("uuid"))
+        p = normalize_pci(info.get("pci_bus_id"))
         if u and u in by_uuid:
             out[d] = (by_uuid[u], "uuid")
         elif p and p in by_pci:
