@@ -197,3 +197,46 @@ def test_sources_that_are_not_usable_are_skipped_or_refused(busy_sim, monkeypatc
 def test_top_level_exports():  # type: ignore[no-untyped-def]
     assert jouletrace.Monitor is Monitor
     assert jouletrace.Measurement.__name__ == "Measurement" and callable(jouletrace.load)
+
+
+def test_monitor_gpu_and_cpu_together(tmp_path, make_sim):
+    """A simulated GPU and RAPL (a fake msr tree) sampled together; one window measures both."""
+    import threading as _threading
+
+    from jouletrace import _core
+    from jouletrace.rapl import INTEL_MSR, FakeRapl
+
+    unit = 2.0**-14  # J per tick with energy-unit bits 14
+    package_w = 35.0
+    f = FakeRapl(tmp_path / "machine")
+    f.set_energy_unit(0, 14)
+    t_start = _core.monotonic_ns()
+    f.set_counter(0, INTEL_MSR["package"], 1000)  # a counter reading 0 counts as unsupported
+    stop = _threading.Event()
+
+    def cpu_power() -> None:  # the package draws 35 W: the counter follows the clock every 0.5 ms
+        while not stop.is_set():
+            ticks = 1000 + int(package_w * (_core.monotonic_ns() - t_start) * 1e-9 / unit)
+            f.set_counter(0, INTEL_MSR["package"], ticks)
+            time.sleep(0.0005)
+
+    writer = _threading.Thread(target=cpu_power)
+    writer.start()
+    sim = make_sim(update_period_s=0.01, idle_w=90.0)
+    try:
+        with jouletrace.Monitor(sources=["sim", "rapl-msr"], sim=sim, rate_hz=1000,
+                                source_options={"rapl-msr": f.options()}) as mon:
+            assert [s.source for s in mon.samplers] == ["sim", "rapl-msr"]
+            with mon.window("both") as m:
+                time.sleep(0.5)
+            m.resolve()
+    finally:
+        stop.set()
+        writer.join()
+    assert set(m.energy_j) == {"gpu0", "cpu0.package"}
+    # Constant power on both: energy = power x duration, within each key's bound (+ the
+    # writer's 0.5 ms staleness for the fake counter).
+    assert abs(m.energy_j["gpu0"] - 90.0 * m.duration_s) <= m.uncertainty_j["gpu0"]
+    assert abs(m.energy_j["cpu0.package"] - package_w * m.duration_s) <= (
+        m.uncertainty_j["cpu0.package"] + package_w * 0.002)
+    assert m.total_j == pytest.approx(m.energy_j["gpu0"] + m.energy_j["cpu0.package"])

@@ -65,6 +65,8 @@ class Monitor:
     * ``sim``: a :class:`jouletrace.sim.SimGPU` to use instead of NVML.
     * ``sources``: explicit source names (``["nvml", "rapl-msr"]``) instead of
       ``gpus``/``cpu``; each must be usable.
+    * ``source_options``: options for one source only, by name (e.g.
+      ``{"rapl-msr": {"dev_cpu_root": ...}}``), on top of the shared ones.
     * ``sync``: a callable run at both edges of every window (see the module docstring).
     * ``wait_updates``: counter updates to wait for past a window's end on first use.
     * ``edges``: ``"aligned"`` (default): windows open and close where the program
@@ -90,6 +92,7 @@ class Monitor:
         sync: Callable[[], Any] | None = None,
         wait_updates: int = 3,
         edges: str = "aligned",
+        source_options: dict[str, dict[str, Any]] | None = None,
         **sampler_options: Any,
     ) -> None:
         self.rate_hz = float(rate_hz)
@@ -100,6 +103,7 @@ class Monitor:
         self.edges = edges
         #: Source name -> why it was not used.
         self.skipped: dict[str, str] = {}
+        self._source_options = {k: dict(v) for k, v in (source_options or {}).items()}
         self._samplers: list[Sampler] = self._make_samplers(gpus, cpu, sim, sources, sampler_options)
         self._lock = threading.Lock()  # guards the window lists; held for microseconds
         self._resolve_lock = threading.RLock()  # one batch computation (and recording read) at a time
@@ -124,14 +128,17 @@ class Monitor:
         made: list[Sampler] = []
         if sources is not None:
             for name in sources:
+                own = {**opts, **self._source_options.get(name, {})}
                 if name == "sim":
-                    made.append(Sampler("sim", rate_hz=self.rate_hz, sim=sim, **opts))
+                    made.append(Sampler("sim", rate_hz=self.rate_hz, sim=sim, **own))
                     continue
                 info = usable.get(name)
-                if info is not None and not info.usable:
+                if name not in self._source_options and info is not None and not info.usable:
                     fix = f" (fix: {info.fix})" if info.fix else ""
                     raise SourceUnavailableError(f"source {name!r} is not usable here: {info.reason}{fix}")
-                made.append(Sampler(name, rate_hz=self.rate_hz, **opts))
+                # With options of its own (other roots), the source is tried as given: its
+                # constructor says precisely what is wrong if it cannot be used.
+                made.append(Sampler(name, rate_hz=self.rate_hz, **own))
             return made
         gpu_list: list[int] | None
         if gpus is None or gpus is False or (isinstance(gpus, (list, tuple)) and len(gpus) == 0):
