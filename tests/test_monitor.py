@@ -240,3 +240,18 @@ def test_monitor_gpu_and_cpu_together(tmp_path, make_sim):
     assert abs(m.energy_j["cpu0.package"] - package_w * m.duration_s) <= (
         m.uncertainty_j["cpu0.package"] + package_w * 0.002)
     assert m.total_j == pytest.approx(m.energy_j["gpu0"] + m.energy_j["cpu0.package"])
+
+
+def test_module_level_window_on_the_default_monitor(make_sim, now_ns):
+    """`with jouletrace.window("step")`, the one-liner of the design brief."""
+    sim = make_sim(update_period_s=0.01, idle_w=40.0)
+    sim.add_segment(now_ns, now_ns + 60_000_000_000, 160.0)  # 200 W from now on
+    jouletrace.configure(sim=sim, cpu=False, rate_hz=1000)
+    try:
+        with jouletrace.window("step") as m:
+            time.sleep(0.3)
+        assert jouletrace.default_monitor() is jouletrace.default_monitor()
+        assert abs(m.energy_j["gpu0"] - 200.0 * m.duration_s) <= m.uncertainty_j["gpu0"]
+        assert m.uncertainty_j["gpu0"] < 0.2 * m.energy_j["gpu0"]
+    finally:
+        jouletrace.configure()  # stop it; the next use would make a fresh one

@@ -17,6 +17,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import attribute, export, markers, sim
+from ._default import configure, default_monitor, window
 from ._sampler import SOURCE_NAMES, Sampler
 from .errors import (
     DeviceLostError,
@@ -39,6 +40,9 @@ __all__ = [
     "Sampler",
     "Recording",
     "Monitor",
+    "window",
+    "configure",
+    "default_monitor",
     "Measurement",
     "WindowEnergies",
     "load",
