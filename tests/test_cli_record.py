@@ -226,3 +226,15 @@ def test_live_status_line_on_a_terminal(tmp_path):
     assert status, text
     assert "gpu0" in status[-1] and " W" in status[-1] and "J so far" in status[-1]
     assert "Energy of" in text
+
+
+def test_verbose_report_shows_feeds_and_sensors(tmp_path):
+    out = tmp_path / "v.npz"
+    assert jt("record", "--source", "sim", "-o", str(out), "--", "true").returncode == 0
+    r = jt("report", "-v", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "gpu0.energy_j.feed: nvmlDeviceGetFieldValues" in r.stdout
+    assert "sensor gpu0.energy_j: updates every" in r.stdout
+    assert "dropped in the ring 0" in r.stdout
+    plain = jt("report", str(out))
+    assert "feed" not in plain.stdout

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for mod in _COMMANDS.values():
         mod.add_parser(sub)
+    for sp in sub.choices.values():  # `jouletrace report -v FILE` works as well as `jouletrace -v report`
+        sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="more detail; tracebacks on errors")
     return p
 
 

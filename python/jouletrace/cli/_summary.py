@@ -208,3 +208,23 @@ def format_csv(summaries: list[dict[str, Any]]) -> str:
                  ";".join(d["flags"])]
             )
     return buf.getvalue()
+
+
+def format_details(rec: Recording) -> str:
+    """What ``-v`` adds: which call fed each channel, the sensors as measured, drops in detail."""
+    md = rec.metadata
+    lines = [f" Details of {md.get('source', '?')} ({len(rec)} samples):"]
+    for k, v in sorted((md.get("device") or {}).items()):
+        lines.append(f"   {k}: {v}")
+    for ch, info in sorted(rec.characterize().items()):
+        p = info.get("update_period_ns")
+        per = f"{p / 1e6:.2f} ms" if p else "not seen"
+        extra = "" if info.get("averaged") is None else f", averaged: {info['averaged']}"
+        lines.append(f"   sensor {ch}: updates every {per} ({info.get('updates')} seen){extra}")
+    lines.append(
+        f"   reads {md.get('reads')}, dropped in the ring {md.get('dropped_ring')}, "
+        f"dropped for storage {md.get('dropped_storage')}, missed deadlines {rec.missed_deadlines}"
+    )
+    if md.get("error"):
+        lines.append(f"   error: {md['error']}")
+    return "\n".join(lines) + "\n"

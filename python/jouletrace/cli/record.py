@@ -30,7 +30,7 @@ from ..errors import DeviceLostError, InvalidArgumentError, SourceUnavailableErr
 from ..monitor import Monitor
 from ..recording import Recording
 from ..sources import sources
-from ._summary import format_table, summarize
+from ._summary import format_details, format_table, summarize
 
 _HARDWARE = ("nvml", "rapl")
 
@@ -246,5 +246,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2))
     else:
         print(format_table(summaries), file=sys.stderr)
+        if args.verbose:
+            for rec in recordings:
+                print(format_details(rec), file=sys.stderr)
         print(f"jouletrace record: saved {', '.join(outputs)}", file=sys.stderr)
     return exit_code

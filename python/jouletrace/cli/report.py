@@ -8,7 +8,7 @@ from typing import Any
 
 from ..io import load
 from ..recording import Recording
-from ._summary import format_csv, format_table, summarize
+from ._summary import format_csv, format_details, format_table, summarize
 
 
 def add_parser(sub: Any) -> None:
@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
         print(format_csv(summaries), end="")
     else:
         print(format_table(summaries))
+        if args.verbose:
+            for r in recs:
+                print(format_details(r))
     if args.plot:
         try:
             w, h = (float(x) for x in args.size.lower().split("x"))
