@@ -654,3 +654,21 @@ def test_rapl_and_nvml_samplers_side_by_side(fake_root, make_sim):
     # The two ran at the same time, each at its own rate.
     assert g.t_ns[0] < c.t_ns[-1] and c.t_ns[0] < g.t_ns[-1]
     assert gpu.rate_hz == 1000 and cpu.rate_hz == 250
+
+
+def test_powercap_range_of_2_64_minus_1_does_not_crash(fake_root):
+    """max_energy_range_uj = 2**64 - 1 (a 64-bit counter): no modulus overflow, energy read as written."""
+    f = FakeRapl(fake_root)
+    f.add_zone("intel-rapl:0", "package-0", 5_000_000, 2**64 - 1)
+    info = jouletrace.rapl.probe("rapl-powercap", **f.options())
+    assert info.usable, info.reason
+    s = jouletrace.Sampler("rapl-powercap", rate_hz=500, **f.options())
+    with s:
+        wait_for_reads(s, 3)
+    rec = s.recording()
+    assert np.all(rec["cpu0.package.energy_j"] == 5.0)
+
+
+def test_max_samples_out_of_range_is_a_clear_error(make_sim):
+    with pytest.raises(jouletrace.InvalidArgumentError, match="max_samples must be at most 2\\*\\*40"):
+        jouletrace.Sampler("sim", sim=make_sim(), max_samples=2**62)

@@ -299,6 +299,8 @@ def test_gpu_selection_and_bad_index(make_sim):
     sim = make_sim(gpus=2)
     s = jouletrace.Sampler("sim", sim=sim, gpus=[1], timestamps=False)
     assert s.channels == ["gpu1.energy_j", "gpu1.power_w"]
+    s = jouletrace.Sampler("sim", sim=sim, gpus=[1, 0, 1], timestamps=False)  # a GPU named twice: once
+    assert s.channels == ["gpu1.energy_j", "gpu1.power_w", "gpu0.energy_j", "gpu0.power_w"]
     with pytest.raises(InvalidArgumentError, match=r"GPU index 5 does not exist: NVML sees 2 GPU\(s\)"):
         jouletrace.Sampler("sim", sim=sim, gpus=[5])
 

@@ -113,8 +113,14 @@ def test_corrupt_config_fails_init_cleanly(make_sim):
 
     sim = make_sim()
     sim.config_path.write_text("gpu_count 1\nwhat is this\n")
-    with pytest.raises(SourceUnavailableError, match="nvmlInit failed"):
+    with pytest.raises(SourceUnavailableError, match="nvmlInit failed.*line 2: unknown key"):
         jouletrace.Sampler("sim", sim=sim)
+    # Values with units, negative watts and non-numbers are refused, naming the line.
+    for bad, why in (("idle_w 0 100W", "unexpected text"), ("update_period_ns 1e8", "unexpected text"),
+                     ("idle_w 0 -100", "idle_w must be >= 0"), ("latency_ns fast", "not a number")):
+        sim.config_path.write_text(f"gpu_count 1\n{bad}\n")
+        with pytest.raises(SourceUnavailableError, match=why):
+            jouletrace.Sampler("sim", sim=sim)
     sim.config_path.unlink()
     with pytest.raises(SourceUnavailableError, match="driver is not loaded"):
         jouletrace.Sampler("sim", sim=sim)

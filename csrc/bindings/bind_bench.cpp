@@ -6,10 +6,12 @@
 #include <time.h>
 
 #include <chrono>
+#include <string>
 #include <thread>
 
 #include "bindings.hpp"
 #include "jouletrace/clock.hpp"
+#include "jouletrace/errors.hpp"
 #include "jouletrace/record.hpp"
 #include "jouletrace/ring.hpp"
 
@@ -35,6 +37,10 @@ inline void fill(Record* slot, std::uint64_t i, int channels) noexcept {
 //    through a ring of `capacity` (throughput, bounded by cache-line transfers
 //    between the cores), and how often the producer found the ring full.
 py::dict ring_push(std::uint64_t n, std::size_t capacity, int channels) {
+  if (n == 0 || channels < 0 || static_cast<std::size_t>(channels) > kMaxChannels) {
+    throw InvalidArgument("ring_push needs n > 0 and 0 <= channels <= " + std::to_string(kMaxChannels));
+  }
+  if (capacity < 2 || (capacity & (capacity - 1)) != 0) throw InvalidArgument("capacity must be a power of two >= 2");
   double ns_per_push = 0;
   double ns_streaming = 0;
   std::uint64_t full = 0;

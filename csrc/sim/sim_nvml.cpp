@@ -139,12 +139,17 @@ struct Config {
 
 std::mutex g_mutex;
 std::atomic<const Config*> g_config{nullptr};
-// Every config ever loaded, freed only when the library is unloaded.
-std::vector<std::unique_ptr<Config>> g_all_configs;
+// Every config ever loaded. Never freed while the process runs: a sampler thread still
+// polling at exit() must not see its config destroyed by static destructors; freed
+// by the library destructor only when nothing has NVML initialised (a clean dlclose).
+auto* g_all_configs = new std::vector<std::unique_ptr<Config>>();
+// Why the last config could not be loaded ("<path> line N: ..."), for nvmlErrorString.
+char g_diag[512] = "";
 std::atomic<int> g_init_count{0};
-std::string g_loaded_path;
+auto* g_loaded_path = new std::string();
 std::int64_t g_loaded_mtime = -1;
 std::int64_t g_loaded_size = -1;
+std::uint64_t g_loaded_inode = 0;
 
 std::string config_path() {
   if (const char* e = std::getenv("JOULETRACE_SIM_CONFIG"); e != nullptr && e[0] != '\0') return e;
@@ -164,17 +169,28 @@ std::string rest_of(std::istringstream& in) {
   return b == std::string::npos ? std::string() : s.substr(b);
 }
 
-// Parse the config; nullptr if missing or malformed (nvmlInit then fails).
+// Note why a config is refused; nvmlErrorString(NVML_ERROR_UNKNOWN) then says it.
+Config* refuse(Config* c, const std::string& path, int line, const char* what) {
+  delete c;
+  std::snprintf(g_diag, sizeof g_diag, "simulated GPU config %s line %d: %s (rewrite it with jouletrace.sim.SimGPU)",
+                path.c_str(), line, what);
+  return nullptr;
+}
+
+// Parse the config; nullptr if missing or malformed (nvmlInit then fails and
+// nvmlErrorString says which line and why).
 Config* parse(const std::string& path) {
   std::ifstream f(path);
   if (!f) return nullptr;
   auto* c = new Config();
   std::string line;
+  int lineno = 0;
   auto gpu = [c](long i) -> SimGpu* {
     if (i < 0 || static_cast<std::size_t>(i) >= c->gpus.size()) return nullptr;
     return &c->gpus[static_cast<std::size_t>(i)];
   };
   while (std::getline(f, line)) {
+    ++lineno;
     if (line.empty() || line[0] == '#') continue;
     std::istringstream in(line);
     std::string key;
@@ -183,7 +199,7 @@ Config* parse(const std::string& path) {
     if (key == "gpu_count") {
       long n = 0;
       in >> n;
-      if (n < 0 || n > 64) { delete c; return nullptr; }
+      if (n < 0 || n > 64) return refuse(c, path, lineno, "gpu_count must be 0..64");
       c->gpus.resize(static_cast<std::size_t>(n));
       for (std::size_t k = 0; k < c->gpus.size(); ++k) {
         char u[64];
@@ -205,7 +221,7 @@ Config* parse(const std::string& path) {
     else {
       in >> i;
       SimGpu* g = gpu(i);
-      if (g == nullptr) { delete c; return nullptr; }
+      if (g == nullptr) return refuse(c, path, lineno, "unknown key, or a GPU index beyond gpu_count");
       if (key == "name") g->name = rest_of(in);
       else if (key == "uuid") g->uuid = rest_of(in);
       else if (key == "pci") g->pci = rest_of(in);
@@ -223,11 +239,25 @@ Config* parse(const std::string& path) {
         double w = 0;
         in >> a >> b >> w;
         g->segments.push_back({{a, b}, w});
-      } else { delete c; return nullptr; }
+      } else {
+        return refuse(c, path, lineno, "unknown key");
+      }
     }
-    if (in.fail()) { delete c; return nullptr; }
+    if (in.fail()) return refuse(c, path, lineno, "a value is missing or not a number");
+    in >> std::ws;
+    if (!in.eof()) return refuse(c, path, lineno, "unexpected text after the value (units are not allowed)");
+  }
+  if (c->update_period_ns < 0 || c->avg_window_ns < 0 || c->power_usage_window_ns < 0 || c->latency_ns < 0) {
+    return refuse(c, path, lineno, "periods, windows and latency must be >= 0");
+  }
+  for (const auto& g : c->gpus) {
+    if (!(g.idle_w >= 0)) return refuse(c, path, lineno, "idle_w must be >= 0");
+    for (const auto& seg : g.segments) {
+      if (!(seg.second >= 0)) return refuse(c, path, lineno, "segment watts must be >= 0");
+    }
   }
   for (auto& g : c->gpus) g.build(c->load_ns);
+  g_diag[0] = '\0';
   return c;
 }
 
@@ -262,20 +292,34 @@ nvmlReturn_t copy_str(const std::string& s, char* out, unsigned len) {
 
 }  // namespace
 
+// On dlclose with NVML shut down, nothing can read a config any more: free them (keeps
+// leak checkers quiet). At exit() with a sampler still running they stay allocated.
+__attribute__((destructor)) static void sim_unload() {
+  if (g_init_count.load(std::memory_order_acquire) == 0) {
+    delete g_all_configs;
+    delete g_loaded_path;
+    g_all_configs = nullptr;
+    g_loaded_path = nullptr;
+  }
+}
+
 SIM_EXPORT nvmlReturn_t nvmlInitWithFlags(unsigned int /*flags*/) {
   std::lock_guard<std::mutex> lock(g_mutex);
   const std::string path = config_path();
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return NVML_ERROR_DRIVER_NOT_LOADED;
   const std::int64_t mtime = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
-  if (cfg() == nullptr || path != g_loaded_path || mtime != g_loaded_mtime || st.st_size != g_loaded_size) {
+  // A rewrite through rename (what jouletrace.sim does) changes the inode even within one mtime tick.
+  if (cfg() == nullptr || path != *g_loaded_path || mtime != g_loaded_mtime || st.st_size != g_loaded_size ||
+      static_cast<std::uint64_t>(st.st_ino) != g_loaded_inode) {
     Config* c = parse(path);
     if (c == nullptr) return NVML_ERROR_UNKNOWN;
-    g_all_configs.emplace_back(c);
+    g_all_configs->emplace_back(c);
     g_config.store(c, std::memory_order_release);  // the previous one is kept alive on purpose
-    g_loaded_path = path;
+    *g_loaded_path = path;
     g_loaded_mtime = mtime;
     g_loaded_size = st.st_size;
+    g_loaded_inode = static_cast<std::uint64_t>(st.st_ino);
   }
   g_init_count.fetch_add(1, std::memory_order_acq_rel);
   return NVML_SUCCESS;
@@ -301,6 +345,7 @@ SIM_EXPORT const char* nvmlErrorString(nvmlReturn_t r) {
     case NVML_ERROR_DRIVER_NOT_LOADED: return "Driver Not Loaded (simulated GPU: config file missing)";
     case NVML_ERROR_GPU_IS_LOST: return "GPU is lost";
     case NVML_ERROR_FUNCTION_NOT_FOUND: return "Function Not Found";
+    case NVML_ERROR_UNKNOWN: return g_diag[0] != '\0' ? g_diag : "Unknown Error";
     default: return "Unknown Error";
   }
 }

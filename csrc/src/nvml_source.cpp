@@ -5,6 +5,7 @@
 #include <nvml.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -190,7 +191,10 @@ NvmlSource::NvmlSource(const NvmlOptions& options) : name_(options.source_name),
       throw SourceUnavailable("NVML found no GPU. Check `nvidia-smi` and CUDA_VISIBLE_DEVICES-independent "
                               "visibility (containers need --gpus); Sampler('sim') runs without a GPU");
     }
-    std::vector<int> wanted = options.gpus;
+    std::vector<int> wanted;
+    for (int idx : options.gpus) {  // a GPU named twice is read once
+      if (std::find(wanted.begin(), wanted.end(), idx) == wanted.end()) wanted.push_back(idx);
+    }
     if (wanted.empty()) {
       for (unsigned i = 0; i < count; ++i) wanted.push_back(static_cast<int>(i));
     }
@@ -346,6 +350,10 @@ std::int32_t NvmlSource::read(double* out, ErrorSlot& errors) noexcept {
             continue;
           }
           const double v = field_to_double(f) / 1000.0;  // mJ -> J, mW -> W
+          if (std::isnan(v)) {  // a value type this build does not know: not a reading
+            worse(kStatusPartial);
+            continue;
+          }
           const double ts = static_cast<double>(f.timestamp);
           if (i == g.energy_slot) {
             energy = v;

@@ -163,7 +163,8 @@ RaplPowercapSource::RaplPowercapSource(const RaplOptions& o) {
     e.dir = f.dir;
     e.zone = f.zone;
     std::string t;
-    e.has_max = read_text(f.dir + "/max_energy_range_uj", t) && parse_u64(t, e.max_uj) && e.max_uj > 0;
+    e.has_max = read_text(f.dir + "/max_energy_range_uj", t) && parse_u64(t, e.max_uj) && e.max_uj > 0 &&
+                e.max_uj < std::numeric_limits<std::uint64_t>::max();  // max + 1 must not wrap to 0
     entries.push_back(e);
   }
   // Packages in order, their domains in order, psys last.

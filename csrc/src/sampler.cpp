@@ -85,6 +85,11 @@ Sampler::Sampler(std::unique_ptr<Source> source, SamplerConfig config)
     const auto span_ns = static_cast<std::int64_t>(static_cast<double>(ring_.capacity()) * 1e9 / config_.rate_hz);
     config_.drain_period_ns = std::clamp<std::int64_t>(span_ns / 4, 1'000'000, 50'000'000);
   }
+  // Each column reserves max_records * 8 bytes of address space: keep that product far
+  // from overflow (2^40 records is 35 years at 1 kHz).
+  if (config_.max_records > (std::size_t{1} << 40)) {
+    throw InvalidArgument("max_samples must be at most 2**40, got " + std::to_string(config_.max_records));
+  }
   if (config_.max_records == 0) {
     const double week = config_.rate_hz * 7 * 86400;
     config_.max_records = static_cast<std::size_t>(std::clamp(week, double(1u << 20), double(1u << 31)));

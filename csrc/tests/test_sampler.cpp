@@ -1,5 +1,6 @@
 // Sampler with a synthetic source: deadlines, record order, drop counting with
 // a stalled consumer, idempotent start/stop, error slot. ASan/UBSan and TSan.
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -51,15 +52,34 @@ void steady_run() {
   Sampler s(std::make_unique<CountingSource>(), c);
   s.start();
   s.start();  // idempotent
+  // A second consumer, as Python's recording() is: drain() from another thread
+  // while the drain thread runs (serialised by the drain lock; TSan checks it).
+  std::atomic<bool> done{false};
+  std::thread other([&] {
+    while (!done.load()) {
+      s.drain();
+      std::this_thread::sleep_for(std::chrono::microseconds(300));
+    }
+  });
+  const std::int64_t t_start = monotonic_ns();
   sleep_ms(300);
+  done.store(true);
+  other.join();
   s.stop();
   s.stop();  // idempotent
+  const std::int64_t t_stop = monotonic_ns();
   auto st = s.store();
   const std::size_t n = st->size();
   std::printf("steady: %zu records, %llu dropped, %llu missed\n", n,
               static_cast<unsigned long long>(s.dropped_ring()), static_cast<unsigned long long>(s.missed_deadlines()));
-  CHECK(n > 100);
   CHECK(n == s.reads() - s.dropped_ring());
+  // Reads plus skipped deadlines account for every period of the run (the first
+  // read happens at start, so allow a couple at the edges).
+  const std::int64_t first = st->t_before_ns()[0], last = st->t_before_ns()[n - 1];
+  const auto periods = static_cast<std::int64_t>((last - first) / 200'000);  // 5 kHz
+  const auto accounted = static_cast<std::int64_t>(n - 1 + s.missed_deadlines());
+  CHECK(accounted >= periods - 2 && accounted <= periods + 2);
+  CHECK(last - first > (t_stop - t_start) / 2);  // and the run really lasted
   for (std::size_t i = 0; i < n; ++i) {
     CHECK(st->t_before_ns()[i] <= st->t_after_ns()[i]);
     CHECK(st->t_ns()[i] >= st->t_before_ns()[i] && st->t_ns()[i] <= st->t_after_ns()[i]);

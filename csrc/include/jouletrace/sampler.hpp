@@ -5,9 +5,10 @@
 //   drain thread:    every drain period, ring -> column store (memory grows with the run)
 //
 // The sampler thread wakes on absolute CLOCK_MONOTONIC deadlines
-// (clock_nanosleep TIMER_ABSTIME, optional spin before the deadline). A
-// deadline that has already passed when the thread gets to it is counted as
-// missed and skipped, never caught up in a burst. The thread never throws:
+// (clock_nanosleep TIMER_ABSTIME, optional spin before the deadline). A read
+// late by less than one period still happens (late); deadlines passed by a
+// whole period or more are counted as missed and skipped, never caught up in a
+// burst. Hence reads + missed_deadlines = elapsed periods. The thread never throws:
 // errors go to an ErrorSlot that Python reads at its next call.
 #pragma once
 
