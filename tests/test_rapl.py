@@ -672,3 +672,34 @@ def test_powercap_range_of_2_64_minus_1_does_not_crash(fake_root):
 def test_max_samples_out_of_range_is_a_clear_error(make_sim):
     with pytest.raises(jouletrace.InvalidArgumentError, match="max_samples must be at most 2\\*\\*40"):
         jouletrace.Sampler("sim", sim=make_sim(), max_samples=2**62)
+
+
+def test_window_across_a_long_pause_of_a_rapl_sampler_is_flagged(fake_root, monkeypatch):
+    """A 32-bit counter can wrap unseen while nothing reads it: such windows say so."""
+    from jouletrace.recording import Recording
+
+    monkeypatch.setattr(Recording, "PAUSE_WRAP_RISK_NS", 50_000_000)  # keep the test short
+    f = FakeRapl(fake_root)
+    _intel_with_msr(f)
+    s = jouletrace.Sampler("rapl-msr", rate_hz=500, **f.options())
+    ticks = 1000
+    s.start()
+    for _ in range(3):
+        ticks += 1 << 20
+        f.set_counter(0, INTEL_MSR["package"], ticks)
+        wait_for_reads(s, 3)
+    s.stop()
+    t_pause = time.monotonic_ns()
+    f.set_counter(0, INTEL_MSR["package"], ticks + (1 << 31))  # while stopped: could have wrapped
+    time.sleep(0.1)
+    s.start()
+    wait_for_reads(s, 5)
+    s.stop()
+    rec = s.recording()
+    (pause,) = rec.metadata["pauses"]
+    assert pause[0] <= t_pause <= pause[1]
+    before, after = int(rec.t_ns[2]), int(rec.t_ns[-1])
+    m = rec.energy(before, after)
+    assert "spans_unsampled_pause" in m.flags and m.uncertainty_j["cpu0.package"] == float("inf")
+    inside = rec.energy(int(rec.t_ns[0]), int(rec.t_ns[3]))  # a window before the pause is not flagged
+    assert "spans_unsampled_pause" not in inside.flags

@@ -109,6 +109,9 @@ class Sampler:
             )
         self._error_raised = False
         self._started_realtime_ns: int | None = None
+        self._stopped_at_ns: int | None = None
+        #: (stop, restart) CLOCK_MONOTONIC ns of every pause: nothing was read in between.
+        self._pauses: list[list[int]] = []
 
     def _make_nvml(self, source: str, opts: dict[str, Any], common: dict[str, Any]) -> Any:
         gpus = opts.pop("gpus", None)
@@ -140,8 +143,17 @@ class Sampler:
         """Start sampling (idempotent)."""
         if self._started_realtime_ns is None:
             self._started_realtime_ns = time.time_ns()
+        if self._stopped_at_ns is not None and not self._native.running:
+            self._pauses.append([self._stopped_at_ns, time.monotonic_ns()])
+            self._stopped_at_ns = None
         self._native.start()
         return self
+
+    def _stop_native(self) -> None:
+        was_running = bool(self._native.running)
+        self._native.stop()
+        if was_running:
+            self._stopped_at_ns = time.monotonic_ns()
 
     def stop(self) -> None:
         """Stop sampling, join the threads, keep every record (idempotent).
@@ -149,7 +161,7 @@ class Sampler:
         Raises the sampling thread's error, if any, after stopping: e.g.
         :class:`DeviceLostError` with the recording so far as ``.recording``.
         """
-        self._native.stop()
+        self._stop_native()
         self.check()
 
     def check(self) -> None:
@@ -178,7 +190,7 @@ class Sampler:
             self.stop()
         else:
             # The body failed: stop quietly; its exception is the one to see.
-            self._native.stop()
+            self._stop_native()
 
     # -- state --------------------------------------------------------------------
     @property
@@ -244,6 +256,7 @@ class Sampler:
             "missed_deadlines": int(self._native.missed_deadlines),
             "channels": {name: ("cumulative" if cum else "level") for name, cum in self._native.channels},
             "device": dict(self._native.metadata),
+            "pauses": [list(p) for p in self._pauses],
         }
         err = self._native.error()
         if err is not None:

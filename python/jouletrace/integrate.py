@@ -147,6 +147,7 @@ __all__ = [
     "FLAG_NO_SAMPLES",
     "FLAG_EDGE_OUTSIDE_RECORDING",
     "FLAG_EXTRAPOLATED",
+    "FLAG_SPANS_PAUSE",
     "FLAG_NAMES",
     "RESOLUTION_PERIODS",
     "Updates",
@@ -169,12 +170,17 @@ FLAG_EDGE_OUTSIDE_RECORDING = 4
 #: An edge lies after the last located counter update (or before the first):
 #: its value is extrapolated from the nearest interval's mean power.
 FLAG_EXTRAPOLATED = 8
+#: The window spans a pause of the sampler (stopped, then started again) long
+#: enough for a 32-bit RAPL counter to have wrapped unseen: its energy is a lower
+#: bound and its uncertainty infinite.
+FLAG_SPANS_PAUSE = 16
 
 FLAG_NAMES = {
     FLAG_BELOW_RESOLUTION: "below_sensor_resolution",
     FLAG_NO_SAMPLES: "no_samples",
     FLAG_EDGE_OUTSIDE_RECORDING: "edge_outside_recording",
     FLAG_EXTRAPOLATED: "extrapolated",
+    FLAG_SPANS_PAUSE: "spans_unsampled_pause",
 }
 
 #: Windows shorter than this many update periods are flagged below sensor resolution.

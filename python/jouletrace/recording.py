@@ -278,12 +278,36 @@ class Recording:
                 e, u, f = integrate.power_energy(
                     self.t_ns, self[ch], a, b, update_period_ns=self.update_period_ns(ch), averaged=averaged
                 )
+            if method == "counter" and self._may_wrap_unseen(ch):
+                e, u, f = self._flag_pauses(a, b, e, u, f)
             out.energy_j[key] = e
             out.uncertainty_j[key] = u
             out.flags[key] = f
             out.method[key] = method
             out.channel[key] = ch
         return out
+
+    #: A sampler pause longer than this may hide a wrap of a 32-bit RAPL counter (the
+    #: smallest RAPL unit, 15.3 µJ, wraps after 65 kJ: 65 s at 1 kW per package).
+    PAUSE_WRAP_RISK_NS = 1_000_000_000
+
+    def _may_wrap_unseen(self, channel: str) -> bool:
+        """RAPL counters are 32-bit and unwrapped by reading them; NVML's is 64-bit."""
+        return str(self.metadata.get("source", "")).startswith("rapl") and self._cumulative.get(channel, False)
+
+    def _flag_pauses(self, a: np.ndarray, b: np.ndarray, e: np.ndarray, u: np.ndarray, f: np.ndarray):  # type: ignore[no-untyped-def]
+        """Windows across a long sampler pause: flagged, uncertainty infinite (energy is a lower bound)."""
+        pauses = [(int(p0), int(p1)) for p0, p1 in self.metadata.get("pauses") or []
+                  if int(p1) - int(p0) > self.PAUSE_WRAP_RISK_NS]
+        if not pauses:
+            return e, u, f
+        u = np.array(u, dtype=np.float64, copy=True)
+        f = np.array(f, copy=True)
+        for p0, p1 in pauses:
+            hit = (a < p1) & (b > p0)
+            u[hit] = np.inf
+            f[hit] |= integrate.FLAG_SPANS_PAUSE
+        return e, u, f
 
     def energy(
         self,
