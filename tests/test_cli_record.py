@@ -238,3 +238,25 @@ def test_verbose_report_shows_feeds_and_sensors(tmp_path):
     assert "dropped in the ring 0" in r.stdout
     plain = jt("report", str(out))
     assert "feed" not in plain.stdout
+
+
+def test_bad_output_path_is_refused_before_the_command_runs(tmp_path):
+    marker = tmp_path / "ran"
+    code = f"import pathlib; pathlib.Path({str(marker)!r}).touch()"
+    r = jt("record", "--source", "sim", "-o", str(tmp_path / "no" / "such" / "x.npz"), "--",
+           sys.executable, "-c", code)
+    assert r.returncode == 1 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    assert not marker.exists()  # refused before running anything
+    r = jt("record", "--source", "sim", "-o", str(tmp_path), "--", "true")
+    assert r.returncode == 1 and "is a folder" in r.stderr
+
+
+def test_second_interrupt_after_the_child_exits_still_saves(tmp_path):
+    p, out = _start_record(tmp_path, 30)
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    p.send_signal(signal.SIGINT)  # impatient user: again, while jouletrace finishes up
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    rec = jouletrace.load(out)
+    assert rec.metadata["exit_code"] == 130 and rec.metadata["signals"][0] == "SIGINT"

@@ -159,7 +159,8 @@ class Sampler:
         """Stop sampling, join the threads, keep every record (idempotent).
 
         Raises the sampling thread's error, if any, after stopping: e.g.
-        :class:`DeviceLostError` with the recording so far as ``.recording``.
+        :class:`DeviceLostError`; every such error carries the recording so far
+        as ``.recording``.
         """
         self._stop_native()
         self.check()
@@ -174,7 +175,9 @@ class Sampler:
         cls = _ERROR_CLASSES.get(kind, JouletraceError)
         if cls is DeviceLostError:
             raise DeviceLostError(message, recording=self.recording())
-        raise cls(message)
+        err_obj = cls(message)
+        err_obj.recording = self.recording()  # type: ignore[attr-defined]  (what was read is kept)
+        raise err_obj
 
     @property
     def running(self) -> bool:

@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from .._sampler import Sampler
-from ..errors import DeviceLostError, InvalidArgumentError, SourceUnavailableError
+from ..errors import InvalidArgumentError, JouletraceError, SourceUnavailableError
+from ..measurement import counts_in_total
 from ..monitor import Monitor
 from ..recording import Recording
 from ..sources import sources
@@ -81,6 +83,29 @@ def _pick_sources(names: list[str] | None) -> list[str]:
     return picked
 
 
+def _check_output(output: str) -> str:
+    """Refuse an output path that cannot be written, before anything runs."""
+    p = Path(output)
+    if p.is_dir():
+        raise InvalidArgumentError(f"-o {output}: is a folder; name a file, e.g. -o {p / 'run.npz'}")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise InvalidArgumentError(f"-o {output}: the folder {parent} does not exist; create it or pick another path")
+    if not os.access(parent, os.W_OK):
+        raise InvalidArgumentError(f"-o {output}: the folder {parent} is not writable; pick another path")
+    return output
+
+
+def _save(rec: Recording, path: str, warnings: list[str]) -> str:
+    """Save; if that fails (disk full, folder removed), save in the temporary folder instead."""
+    try:
+        return rec.save(path)
+    except OSError as e:
+        fallback = os.path.join(tempfile.gettempdir(), f"jouletrace-{os.getpid()}-{Path(path).name}")
+        warnings.append(f"could not write {path} ({e.strerror or e}); saved the recording to {fallback} instead")
+        return rec.save(fallback)
+
+
 def _outputs(output: str, samplers: list[Sampler]) -> list[str]:
     if len(samplers) == 1:
         return [output]
@@ -129,9 +154,10 @@ class _Status:
                 ok = np.isfinite(v)
                 if not ok.any():
                     continue
-                if ch.endswith(".power_w"):
-                    parts.append(f"{ch[: -len('.power_w')]} {v[ok][-1]:6.1f} W")
-                elif ch.endswith(".energy_j") and rec.is_cumulative(ch):
+                if ch.endswith((".power_w", ".power_avg_w")):
+                    parts.append(f"{ch.rsplit('.', 1)[0]} {v[ok][-1]:6.1f} W")
+                elif (ch.endswith(".energy_j") and rec.is_cumulative(ch)
+                      and counts_in_total(ch[: -len(".energy_j")])):  # not core/uncore/psys again
                     total += float(v[ok][-1] - v[ok][0])
         parts.append(f"{total:10.1f} J so far")
         return "[jouletrace] " + "  ".join(parts)
@@ -172,26 +198,18 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     names = _pick_sources(args.sources)
+    outputs_check = _check_output(args.output)  # before the command runs, not after
     mon = Monitor(sources=names, rate_hz=args.rate)
     samplers = mon.samplers
-    outputs = _outputs(args.output, samplers)
-
-    mon.start()
-    _wait_first_update(samplers)  # so the command's start lies between two located counter updates
-    window = mon.begin_window("command")
-    t0 = window.t0_ns
-    try:
-        child = subprocess.Popen(cmd)
-    except OSError as e:
-        for s in samplers:
-            s._native.stop()
-        print(f"jouletrace record: error: cannot run {cmd[0]!r}: {e.strerror or e}", file=sys.stderr)
-        return 127 if isinstance(e, FileNotFoundError) else 126
+    outputs = _outputs(outputs_check, samplers)
 
     interrupted: list[int] = []
+    child: subprocess.Popen[bytes] | None = None
 
     def forward(signum: int, _frame: Any) -> None:
         interrupted.append(signum)
+        if child is None or child.poll() is not None:
+            return  # no child (yet, or any more): the recording is saved as usual
         if signum == signal.SIGINT and _in_terminal_foreground():
             return  # the terminal sent it to the child as well
         try:
@@ -199,47 +217,61 @@ def run(args: argparse.Namespace) -> int:
         except ProcessLookupError:
             pass
 
+    # Installed before the child starts and kept until the files are written: an
+    # interrupt at any moment ends the command, never the recording.
     old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    status = None
-    if not args.no_status and not args.json and sys.stderr.isatty():
-        status = _Status(samplers, t0)
-        status.start()
     try:
-        while True:
+        mon.start()
+        _wait_first_update(samplers)  # so the command's start lies between two located counter updates
+        window = mon.begin_window("command")
+        t0 = window.t0_ns
+        try:
+            child = subprocess.Popen(cmd)
+        except OSError as e:
+            for s in samplers:
+                s._stop_native()
+            print(f"jouletrace record: error: cannot run {cmd[0]!r}: {e.strerror or e}", file=sys.stderr)
+            return 127 if isinstance(e, FileNotFoundError) else 126
+
+        status = None
+        if not args.no_status and not args.json and sys.stderr.isatty():
+            status = _Status(samplers, t0)
+            status.start()
+        try:
+            rc = child.wait()
+        finally:
+            mon.end_window("command")
+            t1 = window.t1_ns
+            if status is not None:
+                status.finish()
+        # Keep sampling until the counter updates that bracket the end have landed (a few
+        # sensor periods at most: ~0.3 s on NVML, ~3 ms on RAPL). Interrupts meanwhile are
+        # absorbed by the handler: the files are written regardless.
+        window.resolve(wait=True)
+
+        exit_code = rc if rc >= 0 else 128 - rc
+        recordings: list[Recording] = []
+        warnings: list[str] = []
+        for s in samplers:
             try:
-                rc = child.wait()
-                break
-            except KeyboardInterrupt:  # pragma: no cover  (the handler above replaces it)
-                continue
+                s.stop()
+                rec = s.recording()
+            except JouletraceError as e:  # a device lost, a permission revoked: keep what was read
+                warnings.append(str(e))
+                got = getattr(e, "recording", None)
+                rec = got if isinstance(got, Recording) else s.recording()
+            rec.metadata["command"] = cmd
+            rec.metadata["exit_code"] = exit_code
+            rec.metadata["signals"] = [signal.Signals(x).name for x in interrupted]
+            rec.metadata["windows"] = [{"name": "command", "t0_ns": t0, "t1_ns": t1}]
+            recordings.append(rec)
+        saved = []
+        for path, rec in zip(outputs, recordings, strict=True):
+            saved.append(_save(rec, path, warnings))
     finally:
-        mon.end_window("command")
-        t1 = window.t1_ns
-        if status is not None:
-            status.finish()
         for sig, h in old.items():
             signal.signal(sig, h)
-    # Keep sampling until the counter updates that bracket the end have landed (a few
-    # sensor periods at most: ~0.3 s on NVML, ~3 ms on RAPL).
-    window.resolve(wait=True)
-
-    exit_code = rc if rc >= 0 else 128 - rc
-    recordings: list[Recording] = []
-    warnings: list[str] = []
-    for s in samplers:
-        try:
-            s.stop()
-            rec = s.recording()
-        except DeviceLostError as e:
-            warnings.append(str(e))
-            rec = e.recording if isinstance(e.recording, Recording) else s.recording()
-        rec.metadata["command"] = cmd
-        rec.metadata["exit_code"] = exit_code
-        rec.metadata["signals"] = [signal.Signals(x).name for x in interrupted]
-        rec.metadata["windows"] = [{"name": "command", "t0_ns": t0, "t1_ns": t1}]
-        recordings.append(rec)
-    for path, rec in zip(outputs, recordings, strict=True):
-        rec.save(path)
-    summaries = [summarize(r, p) for r, p in zip(recordings, outputs, strict=True)]
+    summaries = [summarize(r, p) for r, p in zip(recordings, saved, strict=True)]
     for w in warnings:
         print(f"jouletrace record: warning: {w}", file=sys.stderr)
     if args.json:
@@ -249,5 +281,5 @@ def run(args: argparse.Namespace) -> int:
         if args.verbose:
             for rec in recordings:
                 print(format_details(rec), file=sys.stderr)
-        print(f"jouletrace record: saved {', '.join(outputs)}", file=sys.stderr)
+        print(f"jouletrace record: saved {', '.join(saved)}", file=sys.stderr)
     return exit_code
