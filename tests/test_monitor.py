@@ -255,3 +255,38 @@ def test_module_level_window_on_the_default_monitor(make_sim, now_ns):
         assert m.uncertainty_j["gpu0"] < 0.2 * m.energy_j["gpu0"]
     finally:
         jouletrace.configure()  # stop it; the next use would make a fresh one
+
+
+def test_last_window_in_a_with_block_is_measured_before_the_samplers_stop(make_sim, now_ns):
+    """`with mon: with mon.window(...) as m: ...` then `print(m)`: the end edge is bracketed."""
+    sim = make_sim(update_period_s=0.05, idle_w=100.0)
+    with jouletrace.Monitor(sim=sim, cpu=False, rate_hz=1000) as mon:
+        with mon.window("last") as m:
+            time.sleep(0.3)
+    assert "extrapolated" not in m.flags and "edge_outside_recording" not in m.flags
+    truth = sim.true_energy(m.t0_ns, m.t1_ns)
+    assert abs(m.energy_j["gpu0"] - truth) <= m.uncertainty_j["gpu0"]
+
+
+def test_window_ended_from_another_thread_is_closed_once(make_sim):
+    sim = make_sim(update_period_s=0.01)
+    with jouletrace.Monitor(sim=sim, cpu=False) as mon:
+        with mon.window("w") as m:
+            t = threading.Thread(target=mon.end_window, args=("w",))
+            t.start()
+            t.join()
+            t1 = m.t1_ns
+        assert m.t1_ns == t1  # the with-block's exit did not move the end
+        assert len(mon.measurements("w")) == 1
+
+
+def test_totals_leave_out_sub_domains():
+    """package + dram count; core/uncore (inside package) and psys (the platform) do not."""
+    from jouletrace.measurement import Measurement
+
+    m = Measurement("w", 0, 1_000_000_000)
+    energy = {"cpu0.package": 10.0, "cpu0.core": 6.0, "cpu0.uncore": 1.0, "cpu0.dram": 2.0,
+              "psys": 30.0, "gpu0": 100.0}
+    m._fill(energy, {k: 0.5 for k in energy}, {k: () for k in energy}, {k: "counter" for k in energy})
+    assert m.total_j == 112.0
+    assert m.total_uncertainty_j == 1.5

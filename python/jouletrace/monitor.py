@@ -147,6 +147,8 @@ class Monitor:
             if gpus != "all":
                 raise InvalidArgumentError(f"gpus must be 'all', a list of indices or None, got {gpus!r}")
             gpu_list, want_gpu = None, True
+        elif gpus is True:
+            gpu_list, want_gpu = None, True
         elif isinstance(gpus, int):
             gpu_list, want_gpu = [gpus], True
         else:
@@ -197,7 +199,15 @@ class Monitor:
         return self
 
     def stop(self) -> None:
-        """Stop every sampler; then raise the first sampling error, if any."""
+        """Compute the ended windows, stop every sampler; then raise the first sampling error, if any.
+
+        Windows that ended but were not asked for yet are computed first, while the
+        samplers still run, so that the counter updates after their ends are seen
+        (at most about ``wait_updates`` sensor periods).
+        """
+        if self.running:
+            with contextlib.suppress(Exception):  # a sampler error is reported below, by stop()
+                self._resolve(True)
         first: BaseException | None = None
         for s in self._samplers:
             try:
@@ -292,15 +302,16 @@ class Monitor:
                 fn()
             t1 = time.monotonic_ns()
             with self._lock:
-                key = (threading.get_ident(), name)
-                stack = self._open.get(key, [])
-                for i in range(len(stack) - 1, -1, -1):
-                    if stack[i] is m:
-                        del stack[i]
-                        break
-                if not stack:
-                    self._open.pop(key, None)
-                self._close(m, t1)
+                if m.t1_ns is None:  # else already ended (end_window from another thread)
+                    key = (threading.get_ident(), name)
+                    stack = self._open.get(key, [])
+                    for i in range(len(stack) - 1, -1, -1):
+                        if stack[i] is m:
+                            del stack[i]
+                            break
+                    if not stack:
+                        self._open.pop(key, None)
+                    self._close(m, t1)
 
     def open_windows(self) -> list[str]:
         """Names of the windows open now (any thread)."""
@@ -381,6 +392,7 @@ class Monitor:
         while True:
             missing = False
             longest = 0.0
+            unseen: list[tuple[Recording, str]] = []
             for si, s in enumerate(self._samplers):
                 if not s.running:
                     continue
@@ -388,10 +400,18 @@ class Monitor:
                 for ch in rec.channels:
                     if not rec.is_cumulative(ch):
                         continue
+                    if self._period_seen(si, ch, rec) is None:
+                        # Never seen to update (an idle RAPL sub-domain, say): waiting for it
+                        # would cost the whole deadline on every window for nothing.
+                        unseen.append((rec, ch))
+                        continue
                     period = self._period(si, ch, rec)
                     longest = max(longest, period)
                     if _updates_after(rec, ch, t1_ns) < self.wait_updates:
                         missing = True
+            if longest == 0.0 and unseen:  # nothing seen to update yet: wait on all, assumed period
+                longest = _DEFAULT_PERIOD_S
+                missing = any(_updates_after(rec, ch, t1_ns) < self.wait_updates for rec, ch in unseen)
             if not missing:
                 return
             now = time.monotonic()
@@ -405,6 +425,11 @@ class Monitor:
 
     def _period(self, si: int, ch: str, rec: Recording) -> float:
         """The sensor period (s) of a channel: seen once enough updates exist, else assumed."""
+        seen = self._period_seen(si, ch, rec)
+        return _DEFAULT_PERIOD_S if seen is None else seen
+
+    def _period_seen(self, si: int, ch: str, rec: Recording) -> float | None:
+        """The sensor period (s) of a channel as seen so far, or None."""
         key = (si, ch)
         p = self._periods.get(key)
         if p is not None:
@@ -415,7 +440,7 @@ class Monitor:
 
         seen = infer_update_period(rec.t_ns[tail], rec[ch][tail])
         if seen is None:
-            return _DEFAULT_PERIOD_S
+            return None
         if n >= 64:
             self._periods[key] = seen * 1e-9
         return seen * 1e-9
