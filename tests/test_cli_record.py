@@ -260,3 +260,12 @@ def test_second_interrupt_after_the_child_exits_still_saves(tmp_path):
     assert p.returncode == 130, err
     rec = jouletrace.load(out)
     assert rec.metadata["exit_code"] == 130 and rec.metadata["signals"][0] == "SIGINT"
+
+
+def test_cli_numbers_are_checked(tmp_path):
+    out = tmp_path / "c.npz"
+    assert jt("record", "--source", "sim", "-o", str(out), "--", "true").returncode == 0
+    r = jt("report", str(out), "--plot", str(tmp_path / "p.png"), "--size", "0x0")
+    assert r.returncode == 1 and "--size needs" in r.stderr and "Traceback" not in r.stderr
+    r = jt("attribute", str(out), "--trace", str(out), "--bootstrap", "-1")
+    assert r.returncode == 1 and "--bootstrap must be >= 0" in r.stderr

@@ -582,3 +582,17 @@ def test_to_pandas_without_pandas_says_how_to_get_it(sim20, monkeypatch):  # typ
     monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas now raises ImportError
     with pytest.raises(ImportError, match="pip install pandas"):
         rec.to_pandas()
+
+
+def test_recording_energies_refuses_nan_edges(make_sim):
+    """Recording.energies checks its windows like the numerics do (no silent garbage)."""
+    import jouletrace
+
+    sim = make_sim(update_period_s=0.005)
+    with jouletrace.Sampler("sim", sim=sim, rate_hz=500) as s:
+        time.sleep(0.1)
+    rec = s.recording()
+    with pytest.raises(jouletrace.InvalidArgumentError, match="NaN"):
+        rec.energies([float("nan")], [int(rec.t_ns[-1])])
+    with pytest.raises(jouletrace.InvalidArgumentError, match="ends before it begins"):
+        rec.energies([int(rec.t_ns[-1])], [int(rec.t_ns[0])])

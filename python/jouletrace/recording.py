@@ -254,10 +254,8 @@ class Recording:
         """
         from .measurement import WindowEnergies
 
-        a = np.atleast_1d(np.asarray(t0s)).astype(np.int64, copy=False).ravel()
-        b = np.atleast_1d(np.asarray(t1s)).astype(np.int64, copy=False).ravel()
-        if a.shape != b.shape:
-            raise InvalidArgumentError(f"{a.size} window starts but {b.size} ends")
+        # The same checks as the numerics: NaN/inf edges refused, floats rounded, t1 >= t0.
+        a, b, _ = integrate._windows(np.atleast_1d(np.asarray(t0s)), np.atleast_1d(np.asarray(t1s)))
         out = WindowEnergies(t0_ns=a, t1_ns=b)
         for key, (ch, method) in self.energy_sources(channels).items():
             if method == "counter":
@@ -293,7 +291,9 @@ class Recording:
 
     def _may_wrap_unseen(self, channel: str) -> bool:
         """RAPL counters are 32-bit and unwrapped by reading them; NVML's is 64-bit."""
-        return str(self.metadata.get("source", "")).startswith("rapl") and self._cumulative.get(channel, False)
+        src = str(self.metadata.get("source", ""))
+        # rapl-perf counts are 64-bit (never wrap); msr and powercap counters wrap.
+        return src.startswith("rapl") and src != "rapl-perf" and self._cumulative.get(channel, False)
 
     def _flag_pauses(self, a: np.ndarray, b: np.ndarray, e: np.ndarray, u: np.ndarray, f: np.ndarray):  # type: ignore[no-untyped-def]
         """Windows across a long sampler pause: flagged, uncertainty infinite (energy is a lower bound)."""
@@ -415,11 +415,3 @@ def _nearest(sorted_keys: np.ndarray, q: np.ndarray) -> np.ndarray:
     left = sorted_keys[i - 1]
     right = sorted_keys[i]
     return np.where(np.abs(q - left) <= np.abs(right - q), i - 1, i)
-
-
-def observed_update_period_ns(t_ns: np.ndarray, values: np.ndarray) -> float | None:
-    """Median time between changes of a channel's value (its sensor update period, as seen).
-
-    The same as :func:`jouletrace.integrate.infer_update_period`.
-    """
-    return integrate.infer_update_period(t_ns, values)

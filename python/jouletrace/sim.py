@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +153,8 @@ class SimGPU:
         self._owns_dir = directory is None
         self.directory = Path(tempfile.mkdtemp(prefix="jouletrace-sim-") if directory is None else directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        # The private folder goes when this object does (or at exit), if we made it.
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.directory), True) if self._owns_dir else None
         self.library_path = self.directory / "libnvidia-ml.so.1"
         self.config_path = self.directory / "jouletrace-sim.conf"
         shutil.copyfile(library_file(), self.library_path)
@@ -262,8 +265,8 @@ class SimGPU:
 
     def close(self) -> None:
         """Remove the private folder (only if this object made it)."""
-        if self._owns_dir:
-            shutil.rmtree(self.directory, ignore_errors=True)
+        if self._cleanup is not None:
+            self._cleanup()
 
     def __enter__(self) -> SimGPU:
         return self

@@ -14,12 +14,12 @@ JSON schema (``--json``; ``schema`` = ``"jouletrace.summary/1"``), one object pe
       "dropped": int, "missed_deadlines": int,
       "devices": [                   # one per device or RAPL domain
         {"key": str,                 # gpu0, cpu0.package, cpu0.dram, psys ...
-         "energy_j": float, "uncertainty_j": float,
-         "avg_power_w": float, "peak_power_w": float | null,
+         "energy_j": float | null, "uncertainty_j": float | null,   # null: no samples / unbounded
+         "avg_power_w": float | null, "peak_power_w": float | null,
          "method": "counter" | "power",
          "flags": [str]}             # below_sensor_resolution, no_samples, ...
       ],
-      "total_j": float, "total_uncertainty_j": float   # devices that do not contain one another
+      "total_j": float | null, "total_uncertainty_j": float | null   # devices that do not contain one another
     }
 
 ``CSV`` (``--csv``) has one row per device with the columns ``file, source, key,
@@ -74,17 +74,17 @@ JSON_SCHEMA: dict[str, Any] = {
                 ],
                 "properties": {
                     "key": {"type": "string"},
-                    "energy_j": {"type": "number"},
-                    "uncertainty_j": {"type": "number"},
-                    "avg_power_w": {"type": "number"},
+                    "energy_j": {"type": ["number", "null"]},
+                    "uncertainty_j": {"type": ["number", "null"]},
+                    "avg_power_w": {"type": ["number", "null"]},
                     "peak_power_w": {"type": ["number", "null"]},
                     "method": {"type": "string", "enum": ["counter", "power"]},
                     "flags": {"type": "array", "items": {"type": "string"}},
                 },
             },
         },
-        "total_j": {"type": "number"},
-        "total_uncertainty_j": {"type": "number"},
+        "total_j": {"type": ["number", "null"]},
+        "total_uncertainty_j": {"type": ["number", "null"]},
     },
 }
 
@@ -99,15 +99,17 @@ def _window(rec: Recording) -> tuple[str, int, int]:
     return "recording", int(rec.t_ns[0]), int(rec.t_ns[-1])
 
 
-def _finite(x: float) -> float:
-    return float(x) if math.isfinite(float(x)) else 0.0
+def _finite(x: float) -> float | None:
+    """A number for JSON, or None when there is none (NaN: no samples; inf: unbounded)."""
+    return float(x) if math.isfinite(float(x)) else None
 
 
 def summarize(rec: Recording, file: str | None = None) -> dict[str, Any]:
     name, t0, t1 = _window(rec)
     dur = max(t1 - t0, 0) * 1e-9
     devices: list[dict[str, Any]] = []
-    total = total_unc = 0.0
+    total: float | None = 0.0
+    total_unc: float | None = 0.0
     if len(rec) >= 2 and t1 > t0:
         m = rec.energy(t0, t1, name=name)
         for key, e in m.energy_j.items():
@@ -126,15 +128,15 @@ def summarize(rec: Recording, file: str | None = None) -> dict[str, Any]:
                     "key": key,
                     "energy_j": e,
                     "uncertainty_j": u,
-                    "avg_power_w": e / dur if dur > 0 else 0.0,
+                    "avg_power_w": e / dur if (e is not None and dur > 0) else None,
                     "peak_power_w": peak,
                     "method": m.method[key],
                     "flags": list(m.channel_flags.get(key, ())),
                 }
             )
             if counts_in_total(key):
-                total += e
-                total_unc += u
+                total = None if (total is None or e is None) else total + e
+                total_unc = None if (total_unc is None or u is None) else total_unc + u
     md = rec.metadata
     return {
         "schema": SCHEMA,
@@ -154,7 +156,9 @@ def summarize(rec: Recording, file: str | None = None) -> dict[str, Any]:
     }
 
 
-def _fmt_j(j: float) -> str:
+def _fmt_j(j: float | None) -> str:
+    if j is None:
+        return "n/a"
     if abs(j) >= 1e6:
         return f"{j / 1e6:.3f} MJ"
     if abs(j) >= 1e3:
@@ -175,9 +179,10 @@ def format_table(summaries: list[dict[str, Any]]) -> str:
         for d in s["devices"]:
             peak = f"{d['peak_power_w']:9.1f} W peak" if d["peak_power_w"] is not None else " " * 16
             flags = f"   [{', '.join(d['flags'])}]" if d["flags"] else ""
+            avg = f"{d['avg_power_w']:9.1f}" if d["avg_power_w"] is not None else "      n/a"
             out.append(
                 f"   {_fmt_j(d['energy_j']):>14} ± {_fmt_j(d['uncertainty_j']):<12} {d['key']:<16}"
-                f" {d['avg_power_w']:9.1f} W avg {peak}  ({d['method']}){flags}"
+                f" {avg} W avg {peak}  ({d['method']}){flags}"
             )
         if len(s["devices"]) > 1:
             out.append(f"   {_fmt_j(s['total_j']):>14} ± {_fmt_j(s['total_uncertainty_j']):<12} total")
@@ -202,8 +207,8 @@ def format_csv(summaries: list[dict[str, Any]]) -> str:
     for s in summaries:
         for d in s["devices"]:
             w.writerow(
-                [s["file"] or "", s["source"], d["key"], f"{s['duration_s']:.9f}", f"{d['energy_j']:.6f}",
-                 f"{d['uncertainty_j']:.6f}", f"{d['avg_power_w']:.3f}",
+                [s["file"] or "", s["source"], d["key"], f"{s['duration_s']:.9f}", _csv(d["energy_j"], 6),
+                 _csv(d["uncertainty_j"], 6), _csv(d["avg_power_w"], 3),
                  "" if d["peak_power_w"] is None else f"{d['peak_power_w']:.3f}", d["method"],
                  ";".join(d["flags"])]
             )
@@ -228,3 +233,7 @@ def format_details(rec: Recording) -> str:
     if md.get("error"):
         lines.append(f"   error: {md['error']}")
     return "\n".join(lines) + "\n"
+
+
+def _csv(x: float | None, digits: int) -> str:
+    return "" if x is None else f"{x:.{digits}f}"

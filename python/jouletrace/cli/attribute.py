@@ -151,6 +151,10 @@ def format_csv(table: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.bootstrap < 0 or args.top < 1:
+        from ..errors import InvalidArgumentError
+
+        raise InvalidArgumentError("--bootstrap must be >= 0 and --top >= 1")
     rec = load(args.file)
     kernels = traces.load(args.trace)
     result = attribute(rec, kernels, launches=not args.no_launches, bootstrap=args.bootstrap)

@@ -80,12 +80,14 @@ def run(args: argparse.Namespace) -> int:
             for r in recs:
                 print(format_details(r))
     if args.plot:
+        from ..errors import InvalidArgumentError
+
         try:
             w, h = (float(x) for x in args.size.lower().split("x"))
         except ValueError:
-            from ..errors import InvalidArgumentError
-
             raise InvalidArgumentError(f"--size takes WxH in inches, e.g. 12x5; got {args.size!r}") from None
+        if not (0 < w <= 100 and 0 < h <= 100):
+            raise InvalidArgumentError(f"--size needs 0 < W, H <= 100 inches; got {args.size!r}")
         plot(recs, args.plot, (w, h))
         print(f"wrote {args.plot}")
     return 0
