@@ -155,12 +155,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         q: float(np.percentile(np.abs(iv - 1e6 / args.rate), p)) for q, p in (("p50", 50), ("p99", 99), ("max", 100))
     }
     result["energy_update_period"] = _period_ms(rec.t_ns, rec[f"{g}.energy_j"])
-    if f"{g}.power_w" in rec:
-        result["power_update_period"] = _period_ms(rec.t_ns, rec[f"{g}.power_w"])
+    pch = f"{g}.power_w" if f"{g}.power_w" in rec else f"{g}.power_avg_w"  # instant, else NVML's average
+    if pch in rec:
+        result["power_update_period"] = _period_ms(rec.t_ns, rec[pch])
     result["phases"] = []
     for name, t0, t1, e0, e1 in phases:
         counter = _counter_at(rec.t_ns, rec[f"{g}.energy_j"], t1) - _counter_at(rec.t_ns, rec[f"{g}.energy_j"], t0)
-        power = _trapezoid(rec.t_ns, rec[f"{g}.power_w"], t0, t1) if f"{g}.power_w" in rec else None
+        power = _trapezoid(rec.t_ns, rec[pch], t0, t1) if pch in rec else None
         result["phases"].append(
             {
                 "phase": name,

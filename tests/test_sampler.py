@@ -284,14 +284,16 @@ def test_fallbacks_are_recorded(make_sim):
         time.sleep(0.05)
     rec = s.recording()
     dev = rec.metadata["device"]
-    assert dev["gpu0.power_w.feed"] == "nvmlDeviceGetPowerUsage"
-    assert "1-second moving average" in dev["gpu0.power_w.note"]
+    # An average, not instant power: its own channel name (DESIGN.md: gpuN.power_avg_w).
+    assert dev["gpu0.power_avg_w.feed"] == "nvmlDeviceGetPowerUsage"
+    assert "1-second moving average" in dev["gpu0.power_avg_w.note"]
+    assert "gpu0.power_w" not in rec.channels and "gpu0.power_avg_w" in rec.channels
     assert dev["gpu1.energy_j.feed"] == "nvmlDeviceGetFieldValues(NVML_FI_DEV_ENERGY=191)"
     assert dev["gpu2.energy_j.feed"] == "nvmlDeviceGetTotalEnergyConsumption"
     assert dev["gpu2.power_w.feed"] == "not supported by this GPU"
     assert "gpu2.power_w" not in rec.channels and "gpu2.energy_j" in rec.channels
     assert "gpu0.power_ts_us" not in rec.channels  # no NVML timestamp from a plain call
-    assert np.all(rec["gpu0.power_w"] == 60.0)
+    assert np.all(rec["gpu0.power_avg_w"] == 60.0)
     assert np.all(rec.status == 0)
 
 

@@ -279,7 +279,7 @@ NvmlSource::NvmlSource(const NvmlOptions& options) : name_(options.source_name),
           g.power_call = true;
           power_feed = "nvmlDeviceGetPowerUsage";
           if (hopper_or_newer) {
-            metadata_.emplace_back(dev + ".power_w.note",
+            metadata_.emplace_back(dev + ".power_avg_w.note",
                                    "nvmlDeviceGetPowerUsage on Hopper and newer is a 1-second moving "
                                    "average, not instant power: do not use it for short windows");
           }
@@ -300,8 +300,11 @@ NvmlSource::NvmlSource(const NvmlOptions& options) : name_(options.source_name),
         metadata_.emplace_back(dev + ".energy_j.feed", "not supported by this GPU");
       }
       if (!power_feed.empty()) {
-        g.ch_power = add(dev + ".power_w", false);
-        metadata_.emplace_back(dev + ".power_w.feed", power_feed);
+        // Instant power (field 186) is `power_w`; nvmlDeviceGetPowerUsage is an average
+        // (1 s on Hopper) and is named `power_avg_w` so nobody mistakes one for the other.
+        const std::string pch = dev + (g.power_call ? ".power_avg_w" : ".power_w");
+        g.ch_power = add(pch, false);
+        metadata_.emplace_back(pch + ".feed", power_feed);
       } else {
         metadata_.emplace_back(dev + ".power_w.feed", "not supported by this GPU");
       }

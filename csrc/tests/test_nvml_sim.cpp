@@ -76,9 +76,9 @@ void fallbacks_and_loss() {
   NvmlOptions o;
   o.library = JT_SIM_LIBRARY;
   auto src = std::make_unique<NvmlSource>(o);
-  CHECK(std::string(channel_feed(*src, "gpu0.power_w.feed")) == "nvmlDeviceGetPowerUsage");
+  CHECK(std::string(channel_feed(*src, "gpu0.power_avg_w.feed")) == "nvmlDeviceGetPowerUsage");
   CHECK(std::string(channel_feed(*src, "gpu0.energy_j.feed")).find("=191") != std::string::npos);
-  CHECK(std::string(channel_feed(*src, "gpu0.power_w.note")).find("1-second") != std::string::npos);
+  CHECK(std::string(channel_feed(*src, "gpu0.power_avg_w.note")).find("1-second") != std::string::npos);
   SamplerConfig c;
   c.rate_hz = 2000;
   Sampler s(std::move(src), c);

@@ -29,6 +29,7 @@ def _gpus(measure_s: float) -> list[dict[str, Any]]:
     except JouletraceError:
         return []
     meta = dict(native.metadata)
+    channels = {name for name, _ in native.channels}
     del native
     out = []
     for key in sorted({k.split(".")[0] for k in meta if k.startswith("gpu")}, key=lambda g: int(g[3:])):
@@ -42,7 +43,8 @@ def _gpus(measure_s: float) -> list[dict[str, Any]]:
             "nvml_version": meta.get("nvml.version"),
             "power_limit_w": float(meta[f"{key}.power_limit_w"]) if f"{key}.power_limit_w" in meta else None,
             "energy_feed": meta.get(f"{key}.energy_j.feed"),
-            "power_feed": meta.get(f"{key}.power_w.feed"),
+            "power_feed": meta.get(f"{key}.power_w.feed") if f"{key}.power_w" in channels
+            else meta.get(f"{key}.power_avg_w.feed", meta.get(f"{key}.power_w.feed")),
             "known_sensor": vars(facts_for(int(arch) if arch else None, meta.get(f"{key}.name") or "")),
         }
         out.append(d)
