@@ -601,9 +601,10 @@ def test_real_trace_timeline_repeated_through_the_simulated_gpu():
     truth = IDLE_W + watts[res["name_id"]]
     covered = (res["power_ci_low_w"] <= truth) & (truth <= res["power_ci_high_w"])
     assert covered.mean() >= 0.85, res.to_text(80)
+    # Names marked enough_data claim +-5 %: hold them to it (23 of the 70 qualify here).
     ok = res["enough_data"]
-    assert ok.sum() >= 3
-    assert np.all(np.abs(res["power_w"][ok] / truth[ok] - 1) < 0.25)
+    assert ok.sum() >= 15
+    assert np.all(np.abs(res["power_w"][ok] / truth[ok] - 1) < 0.05), res.to_text(80)
     dev = res.meta["devices"][0]
     assert dev["idle_power_ci_low_w"] <= IDLE_W <= dev["idle_power_ci_high_w"]
 
@@ -618,7 +619,8 @@ def test_end_to_end_real_time_with_the_sampler_and_a_real_trace(make_sim, tmp_pa
     start = time.monotonic_ns() + 400_000_000
     s, e, nid, stream = tile(real, start, 3.0, rng)
     sim.add_segments(s, e, watts[nid])
-    wall_minus_mono = time.time_ns() - time.monotonic_ns()  # what the profiler's clock would say
+    mono, wall, _ = jouletrace._core.take_clock_pair()  # bracketed: immune to a preemption
+    wall_minus_mono = wall - mono  # what the profiler's clock would say
     with jouletrace.Sampler("sim", sim=sim, rate_hz=2000) as sampler:
         while time.monotonic_ns() < e.max() + 200_000_000:
             time.sleep(0.05)

@@ -46,7 +46,8 @@ def test_window_energy_is_within_its_bound(busy_sim):  # type: ignore[no-untyped
     for m in ms:
         assert set(m.energy_j) == {"gpu0"} and m.method == {"gpu0": "counter"}
         assert m.duration_s == pytest.approx((m.t1_ns - m.t0_ns) * 1e-9)
-        assert ("below_sensor_resolution" in m.flags) == (m.duration_s < 0.1)
+        if abs(m.duration_s - 0.1) > 0.01:  # ten 10 ms updates; the seen period is not exactly 10 ms
+            assert ("below_sensor_resolution" in m.flags) == (m.duration_s < 0.1)
         assert "extrapolated" not in m.flags  # the Monitor waited for the updates after the end
 
 
