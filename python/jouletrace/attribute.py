@@ -570,11 +570,9 @@ def interval_matrix(
         return np.zeros((0, n_names)), np.zeros(0)
     if s.size == 0:
         return np.zeros((K, n_names)), np.diff(u).astype(np.float64) * 1e-9
-    sw = _sweep(s, e)
-    _, idle_u = _sweep_eval(sw, u)
-    rep, k, val = _pieces(sw, s, e, u)
-    share = np.bincount(k * n_names + nid[rep], weights=val, minlength=K * n_names)
-    return share.reshape(K, n_names), np.diff(idle_u)
+    # The same routine the estimator runs (on its precomputed sweep), so tests of this
+    # function test that one.
+    return _matrix_from_sweep(_sweep(s, e), s, e, nid, n_names, u)
 
 
 # ---------------------------------------------------------------------------------------------

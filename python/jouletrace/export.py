@@ -149,13 +149,19 @@ def counter_tracks(
         t = np.asarray(recording.t_ns, dtype=np.int64)
         v = np.asarray(recording[ch], dtype=np.float64)
         if cum:
-            upd = counter_updates(t, v, getattr(recording, "t_before_ns", None),
-                                  getattr(recording, "t_after_ns", None))
+            # The counter updates as the windows place them (NVML timestamps, the periodic
+            # grid), so these tracks agree with Recording.energies and Recording.power.
+            loc = recording._located(ch) if hasattr(recording, "_located") else None
+            if loc is not None:
+                ut, uv = np.asarray(loc.t_ns, dtype=np.int64), np.asarray(loc.value, dtype=np.float64)
+            else:
+                upd = counter_updates(t, v, getattr(recording, "t_before_ns", None),
+                                      getattr(recording, "t_after_ns", None))
+                ut, uv = upd.t_ns, upd.value
             ok = np.isfinite(v)
-            if upd.t_ns.size == 0 or not ok.any():
+            if ut.size == 0 or not ok.any():
                 continue
             first_v = v[ok][0]
-            ut, uv = upd.t_ns, upd.value
             sel = _in_range(ut, t_range_ns)
             et = np.concatenate([[t[ok][0]], ut])
             ev = np.concatenate([[0.0], uv - first_v])
