@@ -53,3 +53,5 @@ def test_device_check_rehearsal_on_sim():
     assert abs(idle["jouletrace_counter_j"] - truth_idle) <= 70.0 * 0.1 + 0.01
     assert abs(load["jouletrace_counter_j"] - truth_load) <= 620.0 * 0.1 * 2 + 0.01
     assert 90 <= res["energy_update_period"]["median_ms"] <= 110
+    for phase, truth in zip(res["phases"], res["phases_truth_j"], strict=True):
+        assert abs(phase["jouletrace_window_j"] - truth) <= phase["jouletrace_window_bound_j"]

@@ -6,9 +6,11 @@ through jouletrace, then prints:
 * NVML call latency as jouletrace saw it (t_after - t_before of each read);
 * the observed update period of the energy counter and of instant power
   (time between value changes);
-* per phase, energy three ways: jouletrace's counter channel (difference at the
-  phase edges), jouletrace's power channel integrated (trapezoid), and
-  pynvml's own nvmlDeviceGetTotalEnergyConsumption read at both ends.
+* per phase, energy four ways: jouletrace's window energy (``Recording.energy``:
+  located counter updates, interpolation, its bound), the counter channel read
+  by plain interpolation at the phase edges, jouletrace's power channel
+  integrated (trapezoid), and pynvml's own nvmlDeviceGetTotalEnergyConsumption
+  read at both ends.
 
     python bench/device_check.py [--gpu 0] [--seconds 10] [--rate 1000] [--out FILE.json]
     python bench/device_check.py --sim --seconds 1      # rehearsal on the simulated GPU
@@ -162,11 +164,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, t0, t1, e0, e1 in phases:
         counter = _counter_at(rec.t_ns, rec[f"{g}.energy_j"], t1) - _counter_at(rec.t_ns, rec[f"{g}.energy_j"], t0)
         power = _trapezoid(rec.t_ns, rec[pch], t0, t1) if pch in rec else None
+        window = rec.energy(t0, t1, [g])  # jouletrace's own method: located updates, bound
         result["phases"].append(
             {
                 "phase": name,
                 "seconds": (t1 - t0) / 1e9,
                 "pynvml_counter_j": (e1 - e0) / 1000.0,
+                "jouletrace_window_j": window.energy_j[g],
+                "jouletrace_window_bound_j": window.uncertainty_j[g],
+                "jouletrace_window_flags": list(window.flags),
                 "jouletrace_counter_j": counter,
                 "jouletrace_power_integral_j": power,
                 "load": (load.available if load else "simulated") if name == "load" else None,
