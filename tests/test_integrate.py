@@ -119,8 +119,8 @@ def coverage_and_looseness(err, bound, length_ns):  # type: ignore[no-untyped-de
 
 
 # -- references (plain per-window numpy) -----------------------------------------------------
-def reference_counter(t, v, t0s, t1s):  # type: ignore[no-untyped-def]
-    """Bracket-midpoint knots found sample by sample, np.interp between them, per window."""
+def reference_knots(t, v):  # type: ignore[no-untyped-def]
+    """Valid samples, bracket-midpoint update knots found sample by sample, and their median period."""
     keep = np.isfinite(v)
     t, v = t[keep], v[keep]
     kt, kv = [], []
@@ -128,7 +128,12 @@ def reference_counter(t, v, t0s, t1s):  # type: ignore[no-untyped-def]
         if v[j] != v[j - 1]:
             kt.append(int(t[j - 1]) + (int(t[j]) - int(t[j - 1])) // 2)
             kv.append(float(v[j]))
-    p = int(round(float(np.median(np.diff(kt)))))
+    return t, v, kt, kv, int(round(float(np.median(np.diff(kt)))))
+
+
+def reference_counter(t, v, t0s, t1s):  # type: ignore[no-untyped-def]
+    """Bracket-midpoint knots found sample by sample, np.interp between them, per window."""
+    t, v, kt, kv, p = reference_knots(t, v)
     rate = (kv[-1] - kv[-2]) / (kt[-1] - kt[-2])
     kt = [kt[0] - p, *kt, kt[-1] + p]
     kv = [float(v[0]), *kv, kv[-1] + rate * p]
@@ -420,14 +425,7 @@ def test_counter_bound_covers_a_flickering_load(make_sim, period_s, rate_hz):  #
 
 def reference_aligned_shape(t, v, t0s, t1s, p_hi):  # type: ignore[no-untyped-def]
     """The aligned-edge shape term of integrate's docstring, window by window (bracket timing)."""
-    keep = np.isfinite(v)
-    t, v = t[keep], v[keep]
-    kt, kv = [], []
-    for j in range(1, len(v)):
-        if v[j] != v[j - 1]:
-            kt.append(int(t[j - 1]) + (int(t[j]) - int(t[j - 1])) // 2)
-            kv.append(float(v[j]))
-    p = int(round(float(np.median(np.diff(kt)))))
+    t, v, kt, kv, p = reference_knots(t, v)
     kt = [kt[0] - p, *kt]
     kv = [float(v[0]), *kv]
 

@@ -62,16 +62,19 @@ def decode(value: Any) -> str | None:
     return str(value)
 
 
+def _stripped(value: Any) -> str | None:
+    """Decoded, stripped text, or None when empty."""
+    text = decode(value)
+    return (text.strip() or None) if text is not None else None
+
+
 _UUID_HEX = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def normalize_uuid(value: Any) -> str | None:
     """A GPU UUID in NVML's spelling (``GPU-xxxxxxxx-...``, lower case), or None if empty."""
-    text = decode(value)
+    text = _stripped(value)
     if text is None:
-        return None
-    text = text.strip()
-    if not text:
         return None
     low = text.lower()
     if _UUID_HEX.match(low):
@@ -86,11 +89,8 @@ _PCI = re.compile(r"^([0-9a-fA-F]{1,8}):([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.(
 
 def normalize_pci(value: Any) -> str | None:
     """A PCI bus id as ``dddd:bb:dd.f`` (lower-case hex, 4-digit domain), or None if empty."""
-    text = decode(value)
+    text = _stripped(value)
     if text is None:
-        return None
-    text = text.strip()
-    if not text:
         return None
     m = _PCI.match(text)
     if not m:

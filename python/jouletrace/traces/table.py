@@ -184,18 +184,7 @@ class RangeTable(_Columns):
                           cols["device"])
 
     def to_pandas(self) -> Any:
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise ImportError(_PANDAS_MISSING) from exc
-        return pd.DataFrame(
-            {
-                "name": pd.Categorical.from_codes(self.name_id, categories=self.names),
-                "device": self.device,
-                "start_ns": self.start_ns,
-                "end_ns": self.end_ns,
-            }
-        )
+        return _frame(self.name_id, self.names, device=self.device, start_ns=self.start_ns, end_ns=self.end_ns)
 
     def __repr__(self) -> str:
         return f"RangeTable({len(self)} ranges, {len(self.names)} names)"
@@ -327,21 +316,8 @@ class KernelTable(_Columns):
     def to_pandas(self) -> Any:
         """A pandas DataFrame: name (categorical), device, stream, start_ns, end_ns,
         correlation, external_id. Needs pandas."""
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise ImportError(_PANDAS_MISSING) from exc
-        return pd.DataFrame(
-            {
-                "name": pd.Categorical.from_codes(self.name_id, categories=self.names),
-                "device": self.device,
-                "stream": self.stream,
-                "start_ns": self.start_ns,
-                "end_ns": self.end_ns,
-                "correlation": self.correlation,
-                "external_id": self.external_id,
-            }
-        )
+        return _frame(self.name_id, self.names, device=self.device, stream=self.stream, start_ns=self.start_ns,
+                      end_ns=self.end_ns, correlation=self.correlation, external_id=self.external_id)
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
         """Write the kernels as a plain CSV table that :func:`load_table` reads back."""
@@ -372,3 +348,12 @@ def _intern(values: Sequence[Any]) -> tuple[list[str], np.ndarray]:
     out = np.fromiter((setdefault(str(v), len(ids)) for v in values), dtype=np.int32,
                       count=len(values))
     return list(ids), out
+
+
+def _frame(name_id: np.ndarray, names: Any, **columns: np.ndarray) -> Any:
+    """A pandas DataFrame with a categorical ``name`` column first, then ``columns``. Needs pandas."""
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise ImportError(_PANDAS_MISSING) from exc
+    return pd.DataFrame({"name": pd.Categorical.from_codes(name_id, categories=names), **columns})
