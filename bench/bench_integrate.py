@@ -108,7 +108,7 @@ def time_windows(rec: Recording, a: np.ndarray, b: np.ndarray, repeats: int = 3)
     return {
         "first_call_s": min(cold),
         "cached_s": min(warm),
-        "updates": len(r._located("gpu0.energy_j").t_ns),
+        "updates": len(r.updates("gpu0.energy_j").t_ns),
         "loop_per_window_us": per_window * 1e6,
         "loop_1M_s": per_window * len(a),
     }

@@ -20,6 +20,7 @@ import pytest
 
 import jouletrace
 from jouletrace import attribute as at
+from jouletrace.energy.updates import locate_updates
 from jouletrace.errors import InvalidArgumentError
 from jouletrace.markers import SyncMarkers, available_backends
 from jouletrace.sim import SimGPU
@@ -368,10 +369,12 @@ def test_nnls_recovers_a_positive_solution_exactly():
 def test_counter_updates_are_placed_in_their_brackets():
     t = np.array([0, 10, 20, 30, 40, 50], dtype=np.int64) * 1000
     v = np.array([1.0, 1.0, 2.0, 2.0, np.nan, 3.0])
-    u = at.counter_updates(t, v, t - 100, t + 100)
+    u = locate_updates(t, v, t_before_ns=t - 100, t_after_ns=t + 100, timing="brackets")
     # change between samples 1 and 2: (9.9 µs, 20.1 µs]; between 3 and 5 (4 is NaN): (29.9, 50.1]
     np.testing.assert_array_equal(u.t_ns, [15_000, 40_000])
-    np.testing.assert_array_equal(u.half_ns, [5_100.0, 10_100.0])
+    np.testing.assert_array_equal(u.h_ns, [5_100.0, 10_100.0])
+    np.testing.assert_array_equal(u.lo_ns, [9_900, 29_900])
+    np.testing.assert_array_equal(u.hi_ns, [20_100, 50_100])
     np.testing.assert_array_equal(u.value, [2.0, 3.0])
 
 

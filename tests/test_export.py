@@ -109,7 +109,7 @@ def test_perfetto_trace_has_kernels_and_counter_tracks_on_one_timeline(small_run
     al = res.alignment
     e_ev = [e for e in ev if e["name"] == "gpu0 energy (J)"]
     t_mono = al.to_monotonic(np.array([_ts_ns(e, base) for e in e_ev]))
-    upd = rec._located("gpu0.energy_j")  # the updates as the windows place them
+    upd = rec.updates("gpu0.energy_j")  # the updates as the windows place them
     assert set(t_mono[1:].tolist()) <= set(upd.t_ns.tolist())
     vals = np.array([float(e["args"]["J"]) for e in e_ev])
     assert np.all(np.diff(vals) >= 0)
@@ -176,7 +176,7 @@ def test_kineto_trace_keeps_its_events_and_gains_counter_tracks(fname, make_sim,
     assert {e["pid"] for e in counters} == {0}
     t = np.array([_ts_ns(e, base) for e in counters if e["name"] == "gpu0 energy (J)"])
     al = at.align(kernels, rec)
-    upd = rec._located("gpu0.energy_j")
+    upd = rec.updates("gpu0.energy_j")
     assert set(al.to_monotonic(t[1:]).tolist()) <= set(upd.t_ns.tolist())
     assert t.min() <= kernels.start_ns.min() and t.max() >= kernels.end_ns.max() - 20_000_000
     # It still loads as the same trace.

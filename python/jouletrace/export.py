@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from .attribute import Alignment, align, counter_updates, device_channels
 from .errors import TraceFormatError
+from .kernels.alignment import Alignment, align, device_channels
 
 __all__ = ["write_perfetto", "merge_kineto", "counter_tracks"]
 
@@ -151,13 +151,8 @@ def counter_tracks(
         if cum:
             # The counter updates as the windows place them (NVML timestamps, the periodic
             # grid), so these tracks agree with Recording.energies and Recording.power.
-            loc = recording._located(ch) if hasattr(recording, "_located") else None
-            if loc is not None:
-                ut, uv = np.asarray(loc.t_ns, dtype=np.int64), np.asarray(loc.value, dtype=np.float64)
-            else:
-                upd = counter_updates(t, v, getattr(recording, "t_before_ns", None),
-                                      getattr(recording, "t_after_ns", None))
-                ut, uv = upd.t_ns, upd.value
+            loc = recording.updates(ch)
+            ut, uv = np.asarray(loc.t_ns, dtype=np.int64), np.asarray(loc.value, dtype=np.float64)
             ok = np.isfinite(v)
             if ut.size == 0 or not ok.any():
                 continue

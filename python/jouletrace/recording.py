@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import integrate
+from .energy.updates import Updates
 from .errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class Recording:
         )
         self.metadata: dict[str, Any] = dict(metadata or {})
         # Per-channel caches (the arrays are read-only, so they never go stale).
-        self._updates: dict[str, integrate.Updates] = {}
+        self._updates: dict[str, Updates] = {}
         self._quantum: dict[str, float] = {}
 
     # -- channels ---------------------------------------------------------------
@@ -155,14 +156,25 @@ class Recording:
                     counter = (self.t_ns, self[f"{key}.energy_j"])
             info = integrate.characterize(self.t_ns, self[ch], self._cumulative[ch], counter=counter)
             if self._cumulative[ch]:
-                info["update_timing"] = self._located(ch).method
+                info["update_timing"] = self.updates(ch).method
             sensors[ch] = info
             periods[ch] = info["update_period_ns"]
         self.metadata["sensors"] = sensors
         return sensors
 
-    def _located(self, channel: str) -> integrate.Updates:
-        """The counter updates of ``channel`` placed in time (cached)."""
+    def updates(self, channel: str) -> Updates:
+        """When each update of the counter ``channel`` happened, with its uncertainty (cached).
+
+        The one placement that windows, per-launch and per-name kernel energies,
+        :meth:`power` and exported counter tracks all use: NVML's timestamps where
+        they are informative, else a fitted periodic grid, else the sample brackets
+        (:mod:`jouletrace.energy.updates`). ``channel`` may be a device key
+        (``"gpu0"``) with an energy counter.
+        """
+        if channel not in self._values and f"{channel}.energy_j" in self._values:
+            channel = f"{channel}.energy_j"
+        if not self.is_cumulative(channel):
+            raise InvalidArgumentError(f"{channel!r} is not a cumulative counter; updates are placed for counters only")
         u = self._updates.get(channel)
         if u is None:
             u = integrate.locate_updates(
@@ -264,10 +276,10 @@ class Recording:
                     self[ch],
                     a,
                     b,
-                    updates=self._located(ch),
+                    updates=self.updates(ch),
                     quantum_j=self._quantum_j(ch),
                     edges=edges,
-                    max_power_w=self._power_limit_w(key),
+                    max_power_w=self.power_limit_w(key),
                 )
             else:
                 # Whether the power sensor averages over its whole period (the bound needs it).
@@ -325,7 +337,7 @@ class Recording:
         """
         return self.energies([int(t0_ns)], [int(t1_ns)], channels, edges=edges).measurement(0, name=name)
 
-    def _power_limit_w(self, key: str) -> float | None:
+    def power_limit_w(self, key: str) -> float | None:
         """The device's power limit (W) from the source metadata (NVML), if known."""
         dev = self.metadata.get("device")
         if not isinstance(dev, dict):
@@ -354,7 +366,7 @@ class Recording:
             else:
                 self[channel]  # raises the KeyError that names the channels
         if self._cumulative[ch]:
-            return integrate.derive_power(self.t_ns, self[ch], updates=self._located(ch))
+            return integrate.derive_power(self.t_ns, self[ch], updates=self.updates(ch))
         v = np.asarray(self[ch])
         ok = np.isfinite(v)
         return np.asarray(self.t_ns)[ok], v[ok]
