@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +22,11 @@ import pytest
 
 from jouletrace import attribute as at
 from jouletrace.sim import SimGPU
+from jouletrace.testing.workloads import kernel_table, synthetic_launches, synthetic_recording
 from jouletrace.traces import load_kineto, load_nsys
 from jouletrace.traces.synth import write_kineto_json, write_nsys_sqlite
 
 _HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(_HERE.parent / "tests"))
-from attribution_workload import kernel_table, synthetic_launches, synthetic_recording  # noqa: E402
 
 T0 = 5_000_000_000_000
 TRACES = _HERE.parent / "tests" / "data" / "traces"

@@ -24,11 +24,7 @@ from jouletrace.energy.updates import locate_updates
 from jouletrace.errors import InvalidArgumentError
 from jouletrace.markers import SyncMarkers, available_backends
 from jouletrace.sim import SimGPU
-from jouletrace.traces import KernelTable, RangeTable, load, load_kineto, load_nsys
-from jouletrace.traces.synth import write_kineto_json, write_nsys_sqlite
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from attribution_workload import (  # noqa: E402
+from jouletrace.testing.workloads import (
     EPOCH_OFFSET,
     kernel_table,
     name_watts,
@@ -37,6 +33,8 @@ from attribution_workload import (  # noqa: E402
     synthetic_recording,
     tile,
 )
+from jouletrace.traces import KernelTable, RangeTable, load, load_kineto, load_nsys
+from jouletrace.traces.synth import write_kineto_json, write_nsys_sqlite
 
 TRACES = Path(os.environ.get("JOULETRACE_TRACES_DIR") or Path(__file__).resolve().parent / "data" / "traces")
 T0 = 5_000_000_000_000  # CLOCK_MONOTONIC start of the synthetic runs (ns)

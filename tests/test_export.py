@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,15 +15,13 @@ import jouletrace
 from jouletrace import attribute as at
 from jouletrace.export import merge_kineto, write_perfetto
 from jouletrace.sim import SimGPU
-from jouletrace.traces import load_kineto
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from attribution_workload import (  # noqa: E402
+from jouletrace.testing.workloads import (
     kernel_table,
     name_watts,
     synthetic_launches,
     synthetic_recording,
 )
+from jouletrace.traces import load_kineto
 
 TRACES = Path(os.environ.get("JOULETRACE_TRACES_DIR") or Path(__file__).resolve().parent / "data" / "traces")
 T0 = 5_000_000_000_000

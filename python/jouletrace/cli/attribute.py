@@ -10,15 +10,27 @@ recorded. Each kernel name gets two numbers, each labelled with its kind:
 * direct: the counter interpolated over each launch and summed per name, with
   its bound; below the sensor's resolution for short kernels (flagged).
 
-JSON (``--json``; ``schema`` = ``"jouletrace.attribution/1"``)::
+A name the data cannot resolve (too few launches or intervals, not separable
+from the names it always runs with, a degenerate fit, an interval wider than
+±5 %) is marked unresolved with the reason; its number is shown but is not a
+measurement to rely on.
+
+JSON (``--json``; ``schema`` = ``"jouletrace.attribution/2"``)::
 
     {"schema": str, "recording": str, "trace": str,
      "alignment": {"method": str, "uncertainty_ns": int},
+     "update_placement": {"<device>": {"method": str, ...}},
      "kernels": [{"name": str, "device": int, "launches": int,
-                  "statistical": {"total_energy_j": float, "ci_low_j": float, "ci_high_j": float,
-                                  "energy_per_launch_j": float, "power_w": float, "enough_data": bool},
+                  "statistical": {"total_energy_j": float | null, "ci_low_j": float | null,
+                                  "ci_high_j": float | null, "energy_per_launch_j": float | null,
+                                  "power_w": float | null, "resolved": bool,
+                                  "unresolved_reason": str | null, "enough_data": bool},
                   "direct": {"energy_j": float, "bound_j": float,
                              "below_resolution_fraction": float} | null}]}
+
+``null`` means: for an estimate, no estimate could be made; for ``ci_high_j``, no
+upper limit (the data do not bound it: +inf); for ``ci_low_j``, no lower limit.
+``enough_data`` is ``resolved`` (kept for schema-1 readers).
 """
 
 from __future__ import annotations
@@ -34,9 +46,10 @@ import numpy as np
 
 from .. import traces
 from ..attribute import Attribution, attribute
+from ..errors import InvalidArgumentError
 from ..io import load
 
-SCHEMA = "jouletrace.attribution/1"
+SCHEMA = "jouletrace.attribution/2"
 
 
 def add_parser(sub: Any) -> None:
@@ -55,11 +68,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--perfetto", metavar="OUT.json", help="write kernels and power tracks on one timeline")
     p.add_argument("--no-launches", action="store_true", help="skip the per-launch (direct) numbers")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the intervals")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
 
 
 def _f(x: Any) -> float:
-    v = float(x)
-    return v if math.isfinite(v) else float("nan")
+    """A float; infinities stay (an unbounded limit), JSON writes every non-finite value as null."""
+    return float(x)
 
 
 def rows(result: Attribution) -> list[dict[str, Any]]:
@@ -88,6 +102,8 @@ def rows(result: Attribution) -> list[dict[str, Any]]:
                     "ci_high_j": _f(names["total_energy_ci_high_j"][i]),
                     "energy_per_launch_j": _f(names["energy_per_launch_j"][i]),
                     "power_w": _f(names["power_w"][i]),
+                    "resolved": bool(names["resolved"][i]),
+                    "unresolved_reason": str(names["unresolved_reason"][i]) or None,
                     "enough_data": bool(names["enough_data"][i]),
                 },
                 "direct": direct.get((dev, name)),
@@ -111,8 +127,8 @@ def format_text(result: Attribution, table: list[dict[str, Any]], top: int) -> s
     for r in table[:top]:
         s, d = r["statistical"], r["direct"]
         stat = f"{s['total_energy_j']:.4g} [{s['ci_low_j']:.4g}, {s['ci_high_j']:.4g}]"
-        if not s["enough_data"]:
-            stat += " (few data)"
+        if not s["resolved"]:
+            stat += " (unresolved)"
         dtxt = "-" if d is None else f"{d['energy_j']:.4g} ± {d['bound_j']:.3g}"
         if d is not None and d["below_resolution_fraction"] > 0.5:
             dtxt += " (below resolution)"
@@ -122,13 +138,20 @@ def format_text(result: Attribution, table: list[dict[str, Any]], top: int) -> s
         )
     if len(table) > top:
         lines.append(f"... {len(table) - top} more kernel names (--csv or --json for all)")
+    why = [r for r in table[:top] if not r["statistical"]["resolved"]]
+    if why:
+        lines.append("unresolved (a number the data do not support; do not rely on it):")
+        lines += [f"  {_short(r['name'])}: {r['statistical']['unresolved_reason']}" for r in why]
     for dev, m in result.names.meta.get("devices", {}).items():
         lines.append(
             f"device {dev}: {m.get('channel')} ({m.get('device_mapping')}), idle "
-            f"{m.get('idle_power_w', float('nan')):.1f} W, {m.get('intervals')} counter intervals"
+            f"{m.get('idle_power_w', float('nan')):.1f} W, {m.get('intervals')} counter intervals, "
+            f"update timing: {m.get('update_timing')}"
         )
-    lines.append("statistical: regression over counter intervals, CI from a block bootstrap; "
-                 "direct: counter interpolated over each launch, with its bound.")
+    level = result.names.meta.get("level", 0.95)
+    lines.append(f"statistical: regression over counter intervals, {level:.0%} CI from a block bootstrap "
+                 "that resamples the update timing too; direct: counter interpolated over each launch, "
+                 "with its bound.")
     return "\n".join(lines)
 
 
@@ -141,7 +164,7 @@ def format_csv(table: list[dict[str, Any]]) -> str:
         s, d = r["statistical"], r["direct"]
         w.writerow([r["name"], r["device"], r["launches"], "statistical", s["total_energy_j"], s["ci_low_j"],
                     s["ci_high_j"], s["energy_per_launch_j"], s["power_w"],
-                    "" if s["enough_data"] else "few data"])
+                    "" if s["resolved"] else f"unresolved: {s['unresolved_reason']}"])
         if d is not None:
             w.writerow([r["name"], r["device"], r["launches"], "direct", d["energy_j"],
                         d["energy_j"] - d["bound_j"], d["energy_j"] + d["bound_j"],
@@ -151,13 +174,11 @@ def format_csv(table: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.bootstrap < 0 or args.top < 1:
-        from ..errors import InvalidArgumentError
-
-        raise InvalidArgumentError("--bootstrap must be >= 0 and --top >= 1")
+    if args.bootstrap < 0 or args.top < 1 or not 0.5 <= args.level < 1.0:
+        raise InvalidArgumentError("--bootstrap must be >= 0, --top >= 1 and --level in [0.5, 1)")
     rec = load(args.file)
     kernels = traces.load(args.trace)
-    result = attribute(rec, kernels, launches=not args.no_launches, bootstrap=args.bootstrap)
+    result = attribute(rec, kernels, launches=not args.no_launches, bootstrap=args.bootstrap, level=args.level)
     table = rows(result)
     if args.json:
         doc = {
@@ -165,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
             "recording": args.file,
             "trace": args.trace,
             "alignment": {"method": result.alignment.method, "uncertainty_ns": int(result.alignment.uncertainty_ns)},
+            "update_placement": {str(d): m.get("update_placement")
+                                 for d, m in result.names.meta.get("devices", {}).items()},
             "kernels": table,
         }
         print(json.dumps(_clean(doc), indent=2, allow_nan=False))  # NaN -> null: strict JSON

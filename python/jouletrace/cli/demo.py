@@ -51,6 +51,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seconds", type=float, default=12.0, help="length of the simulated run (default 12)")
     p.add_argument("--rate", type=float, default=1000.0, help="sampling rate (default 1000 Hz)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--level", type=float, default=0.99,
+                   help="confidence level of the per-name intervals (default 0.99: the demo checks every name)")
 
 
 def schedule(t0_ns: int, seconds: float, rng: np.random.Generator) -> dict[str, Any]:
@@ -164,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
 
         # 3. Energy per kernel name (what `jouletrace attribute demo.npz --trace demo-trace.json.gz` prints).
         kernels = traces.load(trace_path)
-        result = attribute(rec, kernels)
+        result = attribute(rec, kernels, level=args.level)
         rows = attribute_cmd.rows(result)
         print(" Energy per kernel name:")
         print(attribute_cmd.format_text(result, rows, top=len(rows)))
@@ -172,14 +174,20 @@ def run(args: argparse.Namespace) -> int:
         # power while it runs, idle included).
         dur_s = (plan["end"] - plan["start"]) * 1e-9
         true_total = np.bincount(plan["name_id"], weights=(plan["watts"] + idle_w) * dur_s, minlength=len(plan["names"]))
-        print("\n   kernel name                                    statistical J   true J   error  truth in CI")
+        print(f"\n   kernel name                                    statistical J   true J   error  truth in {args.level:.0%} CI")
+        misses = 0
         for r in rows:
             i = plan["names"].index(r["name"])
             st = r["statistical"]
             est = st["total_energy_j"]
-            inside = "yes" if st["ci_low_j"] <= true_total[i] <= st["ci_high_j"] else "no"
+            inside = st["ci_low_j"] <= true_total[i] <= st["ci_high_j"]
+            verdict = "yes" if inside else ("no" if st["resolved"] else "no (unresolved)")
+            misses += int(st["resolved"] and not inside)
             print(f"   {attribute_cmd._short(r['name']):<44} {est:13.2f} {true_total[i]:9.2f} "
-                  f"{(est - true_total[i]) / true_total[i]:+7.1%}  {inside:>11}")
+                  f"{(est - true_total[i]) / true_total[i]:+7.1%}  {verdict:>11}")
+        n_res = sum(r["statistical"]["resolved"] for r in rows)
+        print(f"   {n_res} of {len(rows)} names resolved; the truth is inside the interval of "
+              f"{n_res - misses} of them ({args.level:.0%} intervals); unresolved names say why above\n")
 
         # 4. Files: a plot and a Perfetto timeline.
         print()
@@ -198,5 +206,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {rec_path} and {trace_path}: try `jouletrace report {rec_path}` and "
               f"`jouletrace attribute {rec_path} --trace {trace_path}`")
         if os.environ.get("JOULETRACE_DEMO_STRICT"):
-            return 0 if covered >= 0.9 else 1
+            return 0 if covered >= 0.9 and misses == 0 else 1
     return 0

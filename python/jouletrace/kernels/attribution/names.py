@@ -250,7 +250,7 @@ def attribute_names(
     max_names: int = 128,
     bootstrap: int = 400,
     level: float = 0.95,
-    min_launches: int = 100,
+    min_launches: int = 20,
     min_intervals: int = 30,
     max_relative_ci: float = 0.05,
     timing: bool = True,

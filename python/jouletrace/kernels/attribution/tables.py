@@ -102,7 +102,7 @@ class _Table:
 def _fmt(x: Any) -> str:
     if isinstance(x, (float, np.floating)):
         if not np.isfinite(x):
-            return "nan"
+            return "nan" if np.isnan(x) else ("inf" if x > 0 else "-inf")
         ax = abs(float(x))
         return f"{x:.4g}" if (ax >= 1e-3 and ax < 1e6) or ax == 0 else f"{x:.3e}"
     if isinstance(x, str):

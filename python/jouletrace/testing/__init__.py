@@ -1,0 +1,8 @@
+"""Test doubles and workloads that tests and benchmarks import (ARCHITECTURE.md, "Testing").
+
+:mod:`.workloads`: synthetic kernel workloads, recordings synthesised from the
+simulated GPU's sensor model (perfect timing: for the maths and for speed), and
+real traces' kernel timelines tiled into power schedules. :mod:`.replay`: the
+same timelines replayed by simulated GPUs *in real time* while the real
+sampler thread records them — the end-to-end accuracy harness.
+"""
