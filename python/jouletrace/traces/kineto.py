@@ -65,6 +65,8 @@ def us_to_ns(value: Any) -> int:
     if isinstance(value, float):
         raise TypeError("us_to_ns() needs an exact value (int, str or Decimal), not a float")
     if isinstance(value, str):
+        if not value.isascii() or len(value) > 64:  # Decimal() would take "١٢" as 12
+            raise ValueError(f"not a JSON number: {value[:80]!r}")
         # fast path for the usual "123.456" form
         head, dot, frac = value.partition(".")
         if (dot and len(frac) == 3 and value.isascii() and frac.isdigit()

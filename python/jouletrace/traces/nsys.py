@@ -155,7 +155,9 @@ def load_nsys(
         con.text_factory = bytes
         return _Reader(con, path, budget).read(names, session_start_epoch_ns, check_version)
     except sqlite3.Error as exc:
-        if guard.why == "interrupt" or (guard.why is None and "interrupt" in str(exc)):
+        # The callback aborts the query with "interrupted" on Ctrl-C, whether or not the
+        # KeyboardInterrupt reached its try block.
+        if guard.why != "budget" and "interrupt" in str(exc):
             raise KeyboardInterrupt from None
         if guard.why == "budget":
             fail(path, "a query ran past its step budget (QUERY_STEPS_PER_BYTE); an nsys export "
