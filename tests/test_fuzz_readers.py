@@ -444,7 +444,7 @@ def test_gzip_bomb_is_refused_within_the_budget(tmp_path: Path) -> None:
 
 def test_npz_bomb_is_refused_before_inflating(saved: dict[str, Path], tmp_path: Path) -> None:
     members = npz_members(saved["plain"])
-    n = 10_000_000  # 80 MB of zeros per member, deflated to ~80 kB
+    n = 10_000_000  # 80 MB of zeros per member, deflated to ~80 kB each
     hdr = json.loads(np.load(io.BytesIO(members["metadata_json.npy"])).tobytes())
     hdr["n_samples"] = n
     members["metadata_json.npy"] = npy_bytes(np.frombuffer(json.dumps(hdr).encode(), np.uint8))
@@ -695,3 +695,61 @@ def test_seeded_fuzz_batch(tmp_path: Path) -> None:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
     _worker(sys.argv[2])
+
+
+# -- the longer, coverage-guided run (by hand: see the README) ---------------------------
+
+def _long_run_settings() -> Any:
+    from hypothesis import HealthCheck, settings
+
+    return settings(max_examples=int(os.environ.get("JOULETRACE_FUZZ", "0") or 0) or 200,
+                    deadline=None, derandomize=False,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("JOULETRACE_FUZZ"),
+                    reason="set JOULETRACE_FUZZ=<examples> to run the long fuzz")
+@pytest.mark.parametrize("which", ["rec-plain", "rec-compressed", "nsys", "kineto-gz",
+                                   "kineto-json", "csv"])
+def test_long_fuzz(which: str, tmp_path: Path, saved: dict[str, Path]) -> None:
+    pytest.importorskip("hypothesis")
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    base = {"rec-plain": saved["plain"], "rec-compressed": saved["compressed"], "nsys": NSYS,
+            "kineto-gz": KINETO_GZ}.get(which)
+    if which == "kineto-json":
+        blob = gzip.decompress(KINETO_GZ.read_bytes())
+    elif which == "csv":
+        traces.plain.write_csv(tmp_path / "t.csv", traces.load(KINETO_GZ))
+        blob = (tmp_path / "t.csv").read_bytes()
+    else:
+        blob = base.read_bytes()  # type: ignore[union-attr]
+    reader = "rec" if which.startswith("rec") else "trace"
+    suffix = {"nsys": ".sqlite", "kineto-gz": ".json.gz", "kineto-json": ".json",
+              "csv": ".csv"}.get(which, ".npz")
+    edits = st.lists(st.tuples(st.integers(0, len(blob) - 1), st.integers(0, 3),
+                               st.binary(min_size=0, max_size=16)), min_size=1, max_size=8)
+
+    @_long_run_settings()
+    @given(edits=edits, cut=st.one_of(st.none(), st.integers(0, len(blob))))
+    def run(edits: list[tuple[int, int, bytes]], cut: int | None) -> None:
+        data = bytearray(blob if cut is None else blob[:cut])
+        for pos, kind, payload in edits:
+            pos = min(pos, len(data))
+            if kind == 0 and pos < len(data):
+                data[pos] ^= 0xFF
+            elif kind == 1:
+                data[pos:pos] = payload
+            elif kind == 2:
+                del data[pos:pos + len(payload) + 1]
+            else:
+                data[pos:pos + len(payload)] = payload
+        p = tmp_path / f"case{suffix}"
+        p.write_bytes(bytes(data))
+        res = check_case(reader, str(p))
+        assert res in ("ok", "refused"), res
+
+    run()
