@@ -6,6 +6,9 @@ import os
 import re
 from typing import Any, NoReturn
 
+import numpy as np
+
+from jouletrace._input import open_regular
 from jouletrace.errors import TraceFormatError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -20,10 +23,13 @@ def fail(path: str | os.PathLike[str] | None, what: str) -> NoReturn:
 
 
 def read_head(path: str | os.PathLike[str], n: int = 64) -> bytes:
-    """The first ``n`` bytes of ``path``; an empty file is a TraceFormatError."""
-    if os.path.isdir(path):
-        fail(path, "is a directory, not a trace file")
-    with open(path, "rb") as fh:
+    """The first ``n`` bytes of ``path``; an empty file is a TraceFormatError.
+
+    Only a regular file is read (:func:`jouletrace._input.open_regular`): a
+    directory, FIFO or device is a TraceFormatError, an unreadable file a
+    PermissionDeniedError.
+    """
+    with open_regular(os.fspath(path), TraceFormatError, "trace file") as fh:
         head = fh.read(n)
     if not head:
         fail(path, "empty file (0 bytes)")
@@ -51,6 +57,54 @@ def sniff(path: str | os.PathLike[str]) -> str:
         return "table"
     fail(path, "unknown trace format: not an Nsight Systems SQLite export, not a PyTorch "
                "profiler JSON trace (plain or gzip) and not a CSV kernel table")
+
+
+I64_MIN = -(2**63)
+I64_MAX = 2**63 - 1
+#: Longest integer text parsed (int64 needs 19 digits); longer is out of range, never parsed.
+_MAX_DIGITS = 24
+
+
+def parse_int(text: str) -> int | None:
+    """The integer that ``text`` spells in ASCII digits (optional sign), else None.
+
+    Text too long for any 64-bit value gives a value out of the int64 range
+    (so range checks refuse it) rather than being parsed: Python refuses to
+    parse more than 4,300 digits, and nothing here needs more than 20.
+    """
+    t = text.strip()
+    digits = t[1:] if t[:1] in ("-", "+") else t
+    if not digits or not (digits.isascii() and digits.isdigit()):
+        return None
+    if len(digits) > _MAX_DIGITS:
+        return I64_MIN - 1 if t.startswith("-") else I64_MAX + 1
+    return int(t)
+
+
+def shift(path: str | os.PathLike[str], arrays: list[np.ndarray], offset: int,
+          what: str) -> list[np.ndarray]:
+    """``arrays + offset`` (int64), exactly; a result outside the int64 range is a TraceFormatError.
+
+    numpy would wrap such a sum around silently (2**63 becomes a negative time).
+    """
+    offset = int(offset)
+    for a in arrays:
+        if a.size and (int(a.min()) + offset < I64_MIN or int(a.max()) + offset > I64_MAX):
+            fail(path, f"{what} ({offset}) puts times outside the 64-bit nanosecond range; "
+                       "the time base is corrupt")
+    if not offset:
+        return arrays
+    return [a + np.int64(offset) for a in arrays]
+
+
+def in_range(path: str | os.PathLike[str], values: Any, lo: int, hi: int, what: str) -> None:
+    """Fail unless every value (a list of Python ints, or an integer array) is within [lo, hi]."""
+    if len(values) == 0:
+        return
+    mn, mx = (int(values.min()), int(values.max())) if isinstance(values, np.ndarray) else (
+        min(values), max(values))
+    if mn < lo or mx > hi:
+        fail(path, f"{what} {mn if mn < lo else mx} is out of range ({lo} .. {hi})")
 
 
 def decode(value: Any) -> str | None:

@@ -31,7 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from ._util import GZIP_MAGIC, fail
+from jouletrace._input import input_budget, open_regular, read_capped, too_large
+from jouletrace.errors import TraceFormatError
+
+from ._util import GZIP_MAGIC, I64_MAX, I64_MIN, fail, in_range, parse_int, shift
 from .table import KernelTable, RangeTable
 
 __all__ = ["load_kineto", "SUPPORTED_SCHEMA_VERSIONS", "us_to_ns"]
@@ -44,6 +47,9 @@ _RANGE_CATS = {"user_annotation": False, "gpu_user_annotation": True}
 # Without a base, ts must be epoch µs; 10**14 µs is 1973.
 _EPOCH_US_THRESHOLD = 10**14
 _THOUSAND = Decimal(1000)
+#: The JSON text may take at most this fraction of the input budget (parsed, it takes 3-4x).
+JSON_TEXT_SHARE = 4
+I32_MAX = 2**31 - 1
 _ONE = Decimal(1)
 
 
@@ -59,9 +65,12 @@ def us_to_ns(value: Any) -> int:
     if isinstance(value, float):
         raise TypeError("us_to_ns() needs an exact value (int, str or Decimal), not a float")
     if isinstance(value, str):
+        if not value.isascii() or len(value) > 64:  # Decimal() would take "١٢" as 12
+            raise ValueError(f"not a JSON number: {value[:80]!r}")
         # fast path for the usual "123.456" form
         head, dot, frac = value.partition(".")
-        if dot and len(frac) == 3 and frac.isdigit() and head.lstrip("-").isdigit():
+        if (dot and len(frac) == 3 and value.isascii() and frac.isdigit()
+                and head.lstrip("-").isdigit() and len(head) <= 20):
             whole = int(head) * 1000
             part = int(frac)
             return whole - part if head.startswith("-") else whole + part
@@ -73,44 +82,81 @@ def us_to_ns(value: Any) -> int:
     return int(value) * 1000
 
 
-def _read_json(path: str) -> Any:
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except IsADirectoryError:
-        fail(path, "is a directory, not a trace file")
-    if not raw:
-        fail(path, "empty file (0 bytes)")
-    if raw[:2] == GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except EOFError:
-            fail(path, "truncated gzip file (the compressed stream ends early)")
-        except (OSError, zlib.error) as exc:
-            fail(path, f"corrupt gzip file ({exc})")
-        if not raw.strip():
-            fail(path, "empty trace (the gzip file holds no data)")
+def _parsed_size(raw: bytes | bytearray) -> int:
+    """An upper estimate of the bytes ``json.loads`` will allocate for ``raw``.
+
+    Python objects cost far more than their text: about 64 bytes per object or
+    array, 8 per element, 40 per member, 50 per number kept as text. Real
+    traces parse to 3-4x their text; crafted ones (``[{},{},...]``) to 25x.
+    """
+    return (len(raw) + 64 * (raw.count(b"{") + raw.count(b"[")) + 8 * raw.count(b",")
+            + 40 * raw.count(b":") + 50 * raw.count(b"."))
+
+
+def _read_json(path: str, max_bytes: int | None = None) -> Any:
+    budget = input_budget(max_bytes)
+    text_limit = max(1, budget // JSON_TEXT_SHARE)
+    with open_regular(path, TraceFormatError, "trace file") as fh:
+        gz = fh.read(2) == GZIP_MAGIC
+        fh.seek(0)
+        if gz:
+            try:
+                with gzip.GzipFile(fileobj=fh, mode="rb") as stream:
+                    raw = read_capped(stream, text_limit, path, TraceFormatError,
+                                      "the gzip file decompresses to")
+            except EOFError:
+                fail(path, "truncated gzip file (the compressed stream ends early)")
+            except (OSError, zlib.error) as exc:
+                fail(path, f"corrupt gzip file ({exc})")
+            if not raw.strip():
+                fail(path, "empty trace (the gzip file holds no data)")
+        else:
+            raw = read_capped(fh, text_limit, path, TraceFormatError, "the JSON text is")
+            if not raw:
+                fail(path, "empty file (0 bytes)")
+    need = _parsed_size(raw)
+    if need > budget:
+        too_large(path, f"its JSON would take about {need:,} bytes parsed,", budget,
+                  TraceFormatError)
     try:
         # parse_float=str keeps the exact digits; only ts/dur are converted (exactly).
         return json.loads(raw, parse_float=str)
     except json.JSONDecodeError as exc:
         hint = " (truncated?)" if exc.pos >= len(raw.rstrip()) - 1 else ""
         fail(path, f"not valid JSON{hint}: {exc.msg} at line {exc.lineno} column {exc.colno}")
-    except (UnicodeDecodeError, RecursionError) as exc:
-        fail(path, f"not valid JSON: {exc}")
+    except RecursionError:
+        fail(path, "not usable JSON: it nests too deeply")
+    except ValueError as exc:  # invalid UTF-8; an integer of more than 4,300 digits
+        fail(path, f"not usable JSON: {exc}")
 
 
 def _as_int(value: Any) -> int | None:
+    """An integer from a JSON int or text like ``"7"``, ``"stream 7"``; None otherwise.
+
+    Only ASCII digits count; text too long for 64 bits gives a value out of the
+    int64 range, which the range checks refuse.
+    """
     if type(value) is int:
         return value
     if isinstance(value, str):
-        text = value.strip()
-        if text.lstrip("-").isdigit():
-            return int(text)
+        n = parse_int(value)
+        if n is not None:
+            return n
         # "stream 7", "GPU 0"
-        last = text.rsplit(" ", 1)[-1]
-        if last.isdigit():
-            return int(last)
+        last = value.strip().rsplit(" ", 1)[-1]
+        if last and last[:1] not in "+-":
+            return parse_int(last)
+    return None
+
+
+def _text(value: Any) -> str | None:
+    """A name: text, or a number written as text; None for anything else."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, bool)):
+        return str(value)
     return None
 
 
@@ -119,16 +165,20 @@ def load_kineto(
     *,
     base_time_ns: int | None = None,
     check_version: bool = True,
+    max_bytes: int | None = None,
 ) -> KernelTable:
     """Read the kernels and user annotations of a PyTorch profiler trace (.json or .json.gz).
 
     ``base_time_ns`` overrides the trace's ``baseTimeNanoseconds`` (for traces
     whose base was lost). ``check_version=False`` reads an unknown
-    ``schemaVersion`` anyway. Raises TraceFormatError for anything that is not a
-    readable trace.
+    ``schemaVersion`` anyway. ``max_bytes`` is the input budget of
+    :mod:`jouletrace._input` (the JSON text may take a quarter of it, its parse
+    an estimated all of it). Raises TraceFormatError for anything that is not a
+    readable trace: numbers out of range included (devices beyond int32, ids
+    and times beyond int64, a time base that would wrap).
     """
     path = os.fspath(path)
-    doc = _read_json(path)
+    doc = _read_json(path, max_bytes)
     notes: list[str] = []
     if isinstance(doc, list):
         events = doc
@@ -157,7 +207,8 @@ def load_kineto(
     elif base_raw is not None:
         base_i = _as_int(base_raw)
         if base_i is None:
-            fail(path, f"baseTimeNanoseconds is not an integer: {base_raw!r}")
+            fail(path, f"baseTimeNanoseconds is not an integer: {str(base_raw)[:80]!r}")
+        in_range(path, [base_i], 0, I64_MAX, "baseTimeNanoseconds")
         base = base_i
         time_base = "baseTimeNanoseconds"
     else:
@@ -191,16 +242,18 @@ def load_kineto(
             ts = us_to_ns(ev["ts"])
             dur = us_to_ns(ev.get("dur", 0))
         except (KeyError, TypeError, ValueError, InvalidOperation, ArithmeticError):
-            fail(path, f"event {i} ({cat}) has no valid ts/dur: ts={ev.get('ts')!r}, "
-                       f"dur={ev.get('dur')!r}")
+            fail(path, f"event {i} ({cat}) has no valid ts/dur: ts={str(ev.get('ts'))[:80]!r}, "
+                       f"dur={str(ev.get('dur'))[:80]!r}")
         if dur < 0:
             skipped += 1
             continue
         args = ev.get("args")
         if type(args) is not dict:
             args = {}
-        name = ev.get("name")
-        name = "" if name is None else str(name)
+        name = _text(ev.get("name"))
+        if name is None:
+            fail(path, f"event {i} ({cat}) has a name that is not text: "
+                       f"{type(ev.get('name')).__name__}")
         if is_kernel:
             dev = _as_int(args.get("device"))
             if dev is None:
@@ -238,28 +291,28 @@ def load_kineto(
     if skipped:
         notes.append(f"{skipped} kernel/annotation event(s) with a negative duration skipped")
 
-    try:
-        start = np.array(k_start, dtype=np.int64)
-        end = np.array(k_end, dtype=np.int64)
-        rs = np.array(r_start, dtype=np.int64)
-        re_ = np.array(r_end, dtype=np.int64)
-    except OverflowError:
-        fail(path, "time values out of the 64-bit nanosecond range")
+    # Out-of-range numbers are refused here: numpy would raise or wrap around.
+    for what, values in (("kernel/annotation start (ns)", k_start + r_start),
+                         ("kernel/annotation end (ns)", k_end + r_end),
+                         ("stream id", k_stream), ("correlation id", k_corr),
+                         ("external id", k_ext)):
+        in_range(path, values, I64_MIN, I64_MAX, what)
+    in_range(path, k_dev + r_dev, -1, I32_MAX, "device")
+    start = np.array(k_start, dtype=np.int64)
+    end = np.array(k_end, dtype=np.int64)
+    rs = np.array(r_start, dtype=np.int64)
+    re_ = np.array(r_end, dtype=np.int64)
     if base_time_ns is None and base_raw is None and start.size:
         if int(start.min()) < _EPOCH_US_THRESHOLD * 1000:
             fail(path, "no baseTimeNanoseconds and the kernel ts values are not epoch "
                        "microseconds; pass base_time_ns= if you know the trace's time base")
-    if base:
-        start += base
-        end += base
-        rs += base
-        re_ += base
+    start, end, rs, re_ = shift(path, [start, end, rs, re_], base, "baseTimeNanoseconds")
     if not k_start:
         notes.append("no kernel events (category 'kernel'); was the profiler run with "
                      "ProfilerActivity.CUDA?")
 
     device = np.array(k_dev, dtype=np.int32)
-    devices = _devices(doc.get("deviceProperties"), device)
+    devices = _devices(path, doc.get("deviceProperties"), device)
     order = np.argsort(start, kind="stable")
     ranges = RangeTable.from_names(r_name, rs, re_, np.array(r_dev, dtype=np.int32)).sorted()
     metadata: dict[str, Any] = {
@@ -297,15 +350,16 @@ def load_kineto(
     )
 
 
-def _devices(props: Any, device: np.ndarray) -> list[dict[str, Any]]:
+def _devices(path: str, props: Any, device: np.ndarray) -> list[dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
     if isinstance(props, list):
         for p in props:
             if isinstance(p, dict):
                 dev_id = _as_int(p.get("id"))
                 if dev_id is not None and dev_id not in out:
-                    name = p.get("name")
-                    out[dev_id] = {"id": dev_id, "name": None if name is None else str(name),
+                    in_range(path, [dev_id], -1, I32_MAX, "deviceProperties id")
+                    name = _text(p.get("name")) or None
+                    out[dev_id] = {"id": dev_id, "name": name,
                                    "uuid": None, "pci_bus_id": None, "mapping": "guessed"}
     for d in np.unique(device).tolist():
         if d not in out:

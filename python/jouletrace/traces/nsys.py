@@ -28,6 +28,13 @@ What is read, and how:
 
 The file is opened read-only and immutable; text columns are read as bytes and
 decoded as UTF-8 with invalid bytes replaced (some exports hold non-UTF-8 text).
+
+Untrusted files: only real tables are read (a view named like an nsys table is
+refused, so no query can recurse); every integer column read is checked with
+``typeof()`` before it is used, and device ids and shifted times are checked
+against their ranges; each query runs under a step budget proportional to the
+file size (``QUERY_STEPS_PER_BYTE``) and stops at once on Ctrl-C; the kernel and
+NVTX rows held in memory must fit the input budget of :mod:`jouletrace._input`.
 """
 
 from __future__ import annotations
@@ -39,7 +46,21 @@ from typing import Any
 
 import numpy as np
 
-from ._util import SQLITE_MAGIC, decode, fail, normalize_pci, normalize_uuid, read_head
+from jouletrace._input import input_budget, too_large
+from jouletrace.errors import TraceFormatError
+
+from ._util import (
+    I64_MAX,
+    SQLITE_MAGIC,
+    decode,
+    fail,
+    in_range,
+    normalize_pci,
+    normalize_uuid,
+    parse_int,
+    read_head,
+    shift,
+)
 from .table import KernelTable, RangeTable
 
 __all__ = ["load_nsys", "SUPPORTED_SCHEMA_MAJORS"]
@@ -54,6 +75,49 @@ _NSYS_MARKERS = ("StringIds", "TARGET_INFO_SESSION_START_TIME", "META_DATA_EXPOR
 # Times this large are already epoch ns (10**17 ns from a session start would be 3 years).
 _EPOCH_THRESHOLD_NS = 10**17
 _SQL_CHUNK = 500
+#: A query may run at most this many SQLite VM steps per byte of the file (plus
+#: _QUERY_STEPS_BASE) before it is stopped: an honest export needs a few scans.
+QUERY_STEPS_PER_BYTE = 200
+_QUERY_STEPS_BASE = 10**9
+_PROGRESS_EVERY = 10_000  # VM steps between calls of the progress handler
+#: What one kernel or NVTX row costs in memory once fetched (a tuple of Python ints).
+_ROW_BYTES = 400
+I32_MAX = 2**31 - 1
+
+
+class _Guard:
+    """SQLite progress handler: a step budget, and Ctrl-C honoured inside long queries.
+
+    Python's SIGINT handler cannot run while SQLite is inside a query; it runs
+    when SQLite calls back into Python, here. Any exception in the callback
+    (KeyboardInterrupt included) aborts the query with "interrupted"; ``why``
+    tells the two causes apart.
+    """
+
+    def __init__(self, max_steps: int) -> None:
+        self.calls_left = max(1, max_steps // _PROGRESS_EVERY)
+        self.why: str | None = None
+
+    def __call__(self) -> int:
+        try:
+            self.calls_left -= 1
+            if self.calls_left < 0:
+                self.why = "budget"
+                return 1
+            return 0
+        except KeyboardInterrupt:
+            self.why = "interrupt"
+            return 1
+
+
+def open_export(path: str) -> tuple[sqlite3.Connection, _Guard]:
+    """A read-only, immutable connection to ``path`` with the query guard installed."""
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro&immutable=1"
+    con = sqlite3.connect(uri, uri=True)
+    size = os.path.getsize(path)
+    guard = _Guard(_QUERY_STEPS_BASE + QUERY_STEPS_PER_BYTE * size)
+    con.set_progress_handler(guard, _PROGRESS_EVERY)
+    return con, guard
 
 
 def load_nsys(
@@ -62,6 +126,7 @@ def load_nsys(
     names: str = "demangled",
     session_start_epoch_ns: int | None = None,
     check_version: bool = True,
+    max_bytes: int | None = None,
 ) -> KernelTable:
     """Read the kernels and NVTX ranges of an Nsight Systems SQLite export.
 
@@ -69,8 +134,10 @@ def load_nsys(
     ``"short"`` or ``"mangled"``; the short names are also kept in
     ``short_names``). ``session_start_epoch_ns`` overrides the file's time base.
     ``check_version=False`` reads exports of a schema major version this
-    importer does not know (at your own risk). Raises TraceFormatError for
-    anything that is not a readable export with a kernel table.
+    importer does not know (at your own risk). ``max_bytes`` is the input
+    budget of :mod:`jouletrace._input` for the rows held in memory. Raises
+    TraceFormatError for anything that is not a readable export with a kernel
+    table.
     """
     if names not in _NAME_COLUMNS:
         raise ValueError(f"names must be one of {tuple(_NAME_COLUMNS)}, got {names!r}")
@@ -79,35 +146,62 @@ def load_nsys(
     if not head.startswith(SQLITE_MAGIC):
         fail(path, "not a SQLite database (no SQLite header); expected the output of "
                    "`nsys export --type sqlite`")
-    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro&immutable=1"
+    budget = input_budget(max_bytes)
     try:
-        con = sqlite3.connect(uri, uri=True)
+        con, guard = open_export(path)
     except sqlite3.Error as exc:
         fail(path, f"cannot open the SQLite database: {exc}")
     try:
         con.text_factory = bytes
-        return _Reader(con, path).read(names, session_start_epoch_ns, check_version)
+        return _Reader(con, path, budget).read(names, session_start_epoch_ns, check_version)
     except sqlite3.Error as exc:
+        # The callback aborts the query with "interrupted" on Ctrl-C, whether or not the
+        # KeyboardInterrupt reached its try block.
+        if guard.why != "budget" and "interrupt" in str(exc):
+            raise KeyboardInterrupt from None
+        if guard.why == "budget":
+            fail(path, "a query ran past its step budget (QUERY_STEPS_PER_BYTE); an nsys export "
+                       "never needs that many, so the file is crafted or corrupt")
         fail(path, f"unreadable SQLite database ({exc}); the file may be truncated or corrupt")
     finally:
         con.close()
 
 
 class _Reader:
-    def __init__(self, con: sqlite3.Connection, path: str) -> None:
+    def __init__(self, con: sqlite3.Connection, path: str, budget: int) -> None:
         self.con = con
         self.path = path
+        self.budget = budget
         self.notes: list[str] = []
-        self.tables = {
-            decode(n)
-            for (n,) in con.execute(
-                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
-            )
-        }
+        kinds: dict[str | None, set[str]] = {}
+        for n, kind in con.execute("SELECT name, type FROM sqlite_master"):
+            kinds.setdefault(decode(n), set()).add(decode(kind) or "")
+        # Only real tables: nsys writes no views, and a view can run any query
+        # (a recursive one never ends). A name that is also a view is refused.
+        self.tables = {n for n, k in kinds.items() if k == {"table"}}
+        self.views = {n for n, k in kinds.items() if "view" in k}
+
+    def require_table(self, table: str) -> None:
+        if table in self.views:
+            fail(self.path, f"{table} is a view, not a table; Nsight Systems exports hold only "
+                            "tables, so this file was not written by `nsys export`")
+
+    def check_integers(self, table: str, cols: list[str]) -> None:
+        """Fail unless every value of ``cols`` in ``table`` is an integer or NULL (one scan)."""
+        cols = [c for c in cols if c in self.columns(table)]
+        if not cols:
+            return
+        sel = ", ".join(f"""sum(typeof("{c}") NOT IN ('integer', 'null'))""" for c in cols)
+        row = self.con.execute(f'SELECT {sel} FROM "{table}"').fetchone()
+        for c, n in zip(cols, row or (), strict=False):
+            if n:
+                fail(self.path, f"{table}.{c} holds {n} non-integer value(s) (text or real) where "
+                                "integers belong; the export is corrupt")
 
     # -- small helpers -------------------------------------------------------------
 
     def columns(self, table: str) -> list[str]:
+        self.require_table(table)
         if table not in self.tables:
             return []
         return [decode(r[1]) or "" for r in self.con.execute(f'PRAGMA table_info("{table}")')]
@@ -131,6 +225,7 @@ class _Reader:
         if "id" not in cols or "value" not in cols:
             fail(self.path, "no StringIds table (id, value): kernel and NVTX names cannot be "
                             "resolved; not a complete Nsight Systems export")
+        self.check_integers("StringIds", ["id"])
         out: dict[int, str] = {}
         id_list = [int(i) for i in ids]
         for k in range(0, len(id_list), _SQL_CHUNK):
@@ -174,6 +269,7 @@ class _Reader:
             fail(self.path, "a SQLite database, but not an Nsight Systems export (none of the "
                             "tables " + ", ".join(_NSYS_MARKERS) + ")")
         self.check_version(schema, check_version)
+        self.require_table("CUPTI_ACTIVITY_KIND_KERNEL")
         if "CUPTI_ACTIVITY_KIND_KERNEL" not in self.tables:
             fail(self.path, "no kernels: the export has no CUPTI_ACTIVITY_KIND_KERNEL table; "
                             "was the trace taken with --trace=cuda?")
@@ -181,8 +277,7 @@ class _Reader:
         kern = self.kernels(names)
         metadata["kernel_names"] = names
         offset = self.time_offset(meta, session_start, kern["start"], metadata)
-        start = kern["start"] + offset
-        end = kern["end"] + offset
+        start, end = shift(self.path, [kern["start"], kern["end"]], offset, "the time base")
         device, devices = self.devices(kern["device"], kern["pid"], metadata)
         order = np.argsort(start, kind="stable")
         return KernelTable(
@@ -227,9 +322,10 @@ class _Reader:
         """What to add to the file's times to get epoch ns."""
         shift = 0
         for key in ("EXPORT_CONFIG_TIME_SHIFT", "EXPORT_PARAM_TIME_SHIFT"):
-            value = meta.get(key, "").strip()
-            if value.lstrip("-").isdigit() and int(value) != 0:
-                shift = int(value)
+            value = parse_int(meta.get(key, ""))
+            if value:
+                in_range(self.path, [value], -I64_MAX, I64_MAX, key)
+                shift = value
                 self.notes.append(f"the export shifted times by {shift} ns (--ts-shift); "
                                   "taken back out")
                 break
@@ -289,7 +385,12 @@ class _Reader:
         short_expr = "shortName" if "shortName" in cols else name_expr
         corr_expr = "COALESCE(correlationId, -1)" if "correlationId" in cols else "-1"
         pid_expr = "COALESCE(globalPid, -1)" if "globalPid" in cols else "-1"
+        self.check_integers(table, ["start", "end", "deviceId", "streamId", "correlationId",
+                                    "globalPid", "demangledName", "shortName", "mangledName"])
         total = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        if total * _ROW_BYTES > self.budget:
+            too_large(self.path, f"its {total:,} kernel rows would take about "
+                                 f"{total * _ROW_BYTES:,} bytes,", self.budget, TraceFormatError)
         arr = self.fetch_ints(
             f'SELECT start, "end", COALESCE(deviceId, -1), COALESCE(streamId, -1), {corr_expr}, '
             f"{name_expr}, COALESCE({short_expr}, {name_expr}), {pid_expr} FROM {table} "
@@ -301,6 +402,7 @@ class _Reader:
         elif arr.shape[0] != total:
             self.notes.append(f"{total - arr.shape[0]} kernel row(s) without start, end or "
                               "name skipped")
+        in_range(self.path, arr[:, 2], -1, I32_MAX, f"{table}.deviceId")
         bad = arr[:, 1] < arr[:, 0]
         if bad.any():
             self.notes.append(f"{int(bad.sum())} kernel row(s) ending before their start "
@@ -339,6 +441,11 @@ class _Reader:
             return RangeTable.empty()
         text_expr = "text" if "text" in cols else "NULL"
         tid_expr = "textId" if "textId" in cols else "NULL"
+        self.check_integers("NVTX_EVENTS", ["start", "end", "textId"])
+        total = self.con.execute("SELECT count(*) FROM NVTX_EVENTS").fetchone()[0]
+        if total * _ROW_BYTES > self.budget:
+            too_large(self.path, f"its {total:,} NVTX rows would take about "
+                                 f"{total * _ROW_BYTES:,} bytes,", self.budget, TraceFormatError)
         rows = self.con.execute(
             f'SELECT start, "end", {text_expr}, {tid_expr} FROM NVTX_EVENTS '
             'WHERE start IS NOT NULL AND "end" IS NOT NULL AND "end" >= start'
@@ -356,7 +463,8 @@ class _Reader:
             else ""
             for _, _, text, tid in rows
         ]
-        return RangeTable.from_names(label, start + offset, end + offset).sorted()
+        start, end = shift(self.path, [start, end], offset, "the time base")
+        return RangeTable.from_names(label, start, end).sorted()
 
     def devices(
         self, device: np.ndarray, pid: np.ndarray, metadata: dict[str, Any]
@@ -427,6 +535,7 @@ class _Reader:
         cols = set(self.columns("TARGET_INFO_GPU"))
         if "id" not in cols:
             return {}
+        self.check_integers("TARGET_INFO_GPU", ["id"])
         want = ["name", "busLocation", "uuid", "cuDevice"]
         sel = ", ".join(c if c in cols else "NULL" for c in want)
         out: dict[int, dict[str, Any]] = {}
@@ -435,6 +544,7 @@ class _Reader:
         ):
             if gid is None or int(gid) in out:
                 continue
+            in_range(self.path, [int(gid)], -1, I32_MAX, "TARGET_INFO_GPU.id")
             out[int(gid)] = {
                 "name": decode(name),
                 "pci_bus_id": normalize_pci(bus),
@@ -447,6 +557,7 @@ class _Reader:
         cols = set(self.columns("TARGET_INFO_CUDA_DEVICE"))
         if not {"cudaId", "pid"} <= cols:
             return {}
+        self.check_integers("TARGET_INFO_CUDA_DEVICE", ["cudaId", "pid", "gpuId"])
         sel = ", ".join(c if c in cols else "NULL" for c in ("gpuId", "uuid"))
         out: dict[tuple[int, int], tuple[int | None, str | None]] = {}
         for cuda_id, p, gid, uuid in self.con.execute(
@@ -454,6 +565,9 @@ class _Reader:
         ):
             if cuda_id is None or p is None:
                 continue
+            in_range(self.path, [int(cuda_id)], -1, I32_MAX, "TARGET_INFO_CUDA_DEVICE.cudaId")
+            if isinstance(gid, int):
+                in_range(self.path, [gid], -1, I32_MAX, "TARGET_INFO_CUDA_DEVICE.gpuId")
             out[(int(p), int(cuda_id))] = (int(gid) if isinstance(gid, int) else None,
                                            normalize_uuid(uuid))
         return out

@@ -4,6 +4,10 @@ CSV: a header row naming at least ``name``, ``device``, ``start_ns`` and
 ``end_ns`` (any order; ``stream``, ``correlation`` and ``external_id`` are
 optional), one kernel a row, integer nanoseconds. Lines starting with ``#``
 before the header are comments. Times are parsed as Python integers, so they are exact.
+Only ASCII digits count; the file may take at most a quarter of the input budget
+of :mod:`jouletrace._input` (parsed into Python objects, it takes several times
+that); a field may be at most 128 KiB long (the csv module's limit; kernel names
+are far shorter).
 
 The clock of the times is not in the file: pass ``clock="epoch"`` (the
 default) or ``clock="monotonic"``. A monotonic table keeps ``clock ==
@@ -21,7 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from ._util import fail, read_head
+from jouletrace._input import input_budget, read_regular
+from jouletrace.errors import TraceFormatError
+
+from ._util import fail, parse_int, read_head
 from .table import CLOCKS, KernelTable, _intern
 
 __all__ = ["load_table", "write_csv", "CSV_COLUMNS"]
@@ -29,6 +36,8 @@ __all__ = ["load_table", "write_csv", "CSV_COLUMNS"]
 CSV_COLUMNS = ("name", "device", "stream", "start_ns", "end_ns", "correlation", "external_id")
 _REQUIRED = ("name", "device", "start_ns", "end_ns")
 _OPTIONAL = ("stream", "correlation", "external_id")
+#: The CSV text may take at most this fraction of the input budget.
+CSV_TEXT_SHARE = 4
 
 
 def load_table(
@@ -36,18 +45,20 @@ def load_table(
     *,
     clock: str = "epoch",
     names: Any = None,
+    max_bytes: int | None = None,
 ) -> KernelTable:
     """A KernelTable from a CSV file, a mapping of columns, or a numpy structured array.
 
     Columns: ``name`` (one string per kernel; or ``name_id`` plus the ``names=``
     list), ``device``, ``start_ns``, ``end_ns``, and optionally ``stream``,
     ``correlation``, ``external_id``. ``clock`` is ``"epoch"`` or
-    ``"monotonic"``. Kernels are returned sorted by start time.
+    ``"monotonic"``. Kernels are returned sorted by start time. ``max_bytes``:
+    the input budget for a CSV file (see :mod:`jouletrace._input`).
     """
     if clock not in CLOCKS:
         raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
     if isinstance(source, (str, os.PathLike)):
-        return _from_csv(os.fspath(source), clock)
+        return _from_csv(os.fspath(source), clock, max_bytes)
     if isinstance(source, np.ndarray) and source.dtype.names:
         cols = {k: source[k] for k in source.dtype.names}
     elif isinstance(source, Mapping):
@@ -97,13 +108,20 @@ def _from_columns(cols: dict[str, Any], clock: str, names: Any, source: str | No
     return table
 
 
-def _from_csv(path: str, clock: str) -> KernelTable:
+def _from_csv(path: str, clock: str, max_bytes: int | None = None) -> KernelTable:
     read_head(path, 1)
+    limit = max(1, input_budget(max_bytes) // CSV_TEXT_SHARE)
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            text = fh.read()
+        text = read_regular(path, limit, TraceFormatError, "trace file").decode("utf-8")
     except UnicodeDecodeError as exc:
         fail(path, f"not a UTF-8 text file ({exc.reason} at byte {exc.start})")
+    try:
+        return _parse_csv(path, text, clock)
+    except csv.Error as exc:  # a field over 128 KiB, a NUL byte, ...
+        fail(path, f"not a readable CSV table: {exc}")
+
+
+def _parse_csv(path: str, text: str, clock: str) -> KernelTable:
     lines = io.StringIO(text, newline="").readlines()
     skip = 0  # comment and blank lines before the header
     while skip < len(lines) and (not lines[skip].strip() or lines[skip].lstrip().startswith("#")):
@@ -129,10 +147,11 @@ def _from_csv(path: str, clock: str) -> KernelTable:
         values["name"].append(row[where["name"]])
         for c in int_cols:
             cell = row[where[c]].strip()
-            try:
-                values[c].append(-1 if not cell and c in _OPTIONAL else int(cell))
-            except ValueError:
-                fail(path, f"line {reader.line_num + skip}: column {c} is not an integer: {cell!r}")
+            value = -1 if not cell and c in _OPTIONAL else parse_int(cell)
+            if value is None:
+                fail(path, f"line {reader.line_num + skip}: column {c} is not an integer: "
+                           f"{cell[:80]!r}")
+            values[c].append(value)
     try:
         cols = {c: (np.array(v, dtype=np.int64) if c != "name" else v)
                 for c, v in values.items()}
