@@ -9,6 +9,7 @@ back through the importers before they are attributed.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -20,8 +21,10 @@ import pytest
 
 import jouletrace
 from jouletrace import attribute as at
+from jouletrace import integrate
 from jouletrace.energy.updates import locate_updates
 from jouletrace.errors import InvalidArgumentError
+from jouletrace.kernels.attribution.names import _unresolved_reasons
 from jouletrace.markers import SyncMarkers, available_backends
 from jouletrace.sim import SimGPU
 from jouletrace.testing.workloads import (
@@ -650,3 +653,62 @@ def test_end_to_end_real_time_with_the_sampler_and_a_real_trace(make_sim, tmp_pa
     ok = names["enough_data"]
     assert np.all(np.abs(names["power_w"][ok] / truth_p[ok] - 1) < 0.05), names.to_text(80)
     assert "per kernel name" in result.summary()
+
+
+# ------------------------------------------------------------------------------------------------
+# One timing for every consumer; degenerate fits are never "resolved"
+# ------------------------------------------------------------------------------------------------
+def test_per_launch_and_per_name_use_the_recordings_one_placement(h100_run, monkeypatch):
+    """Both estimates take their counter updates from Recording.updates: moved there (by 300 µs),
+    both move, and each equals what the moved placement gives when passed explicitly."""
+    r = h100_run
+    kernels = r.table
+    ch = "gpu0.energy_j"
+    base = r.rec.updates(ch)
+    moved = dataclasses.replace(base, t_ns=base.t_ns + 300_000, _knots=None)
+    before_l = at.attribute_launches(r.rec, kernels)["energy_j"]
+    before_n = at.attribute_names(r.rec, kernels, bootstrap=0)
+    explicit_n = at.attribute_names(r.rec, kernels, bootstrap=0, updates={ch: moved})
+    monkeypatch.setattr(r.rec, "updates", lambda c: moved if c == ch else base)
+    after_l = at.attribute_launches(r.rec, kernels)["energy_j"]
+    after_n = at.attribute_names(r.rec, kernels, bootstrap=0)
+    we = integrate.counter_energy(r.rec.t_ns, r.rec[ch], at.align(kernels, r.rec).to_monotonic(kernels.start_ns[:50]),
+                                  at.align(kernels, r.rec).to_monotonic(kernels.end_ns[:50]), updates=moved)[0]
+    np.testing.assert_allclose(after_l[:50], we, rtol=1e-9, atol=1e-12)  # these launches never overlap
+    assert not np.allclose(after_l, before_l)
+    np.testing.assert_array_equal(after_n["power_w"], explicit_n["power_w"])
+    assert not np.array_equal(after_n["power_w"], before_n["power_w"])
+    assert after_n.meta["devices"][0]["update_placement"] == moved.summary()
+
+
+def test_degenerate_fits_are_flagged_with_their_reason():
+    P = np.array([100.0, 0.0, 50.0, 900.0, 80.0, 80.0, np.nan])
+    lo = np.array([98.0, 0.0, 50.0, 890.0, 40.0, 79.0, -np.inf])
+    hi = np.array([102.0, 3.0, 50.0, 910.0, 120.0, np.inf, np.inf])
+    ols = np.array([100.0, -4.0, 50.0, 900.0, 80.0, 80.0, np.nan])
+    n = np.full(7, 1000)
+    why = _unresolved_reasons(P, lo, hi, ols, n, n, np.arange(7), 20, 30, 0.05, 700.0)
+    assert why[0] == ""
+    assert "negative" in why[1]
+    assert "zero width" in why[2]
+    assert "power limit (700 W)" in why[3]
+    assert "wider than" in why[4]
+    assert "collinear" in why[5]
+    assert "no estimate" in why[6]
+    few = _unresolved_reasons(P[:1], lo[:1], hi[:1], ols[:1], np.array([5]), np.array([1000]), np.zeros(1, int),
+                              20, 30, 0.05, None)
+    assert "5 launches" in few[0]
+
+
+def test_estimates_above_the_power_limit_are_not_resolved(h100_run):
+    r = h100_run
+    rec = jouletrace.Recording(
+        t_ns=r.rec.t_ns, t_before_ns=r.rec.t_before_ns, t_after_ns=r.rec.t_after_ns, seq=r.rec.seq,
+        status=r.rec.status, values={"gpu0.energy_j": r.rec["gpu0.energy_j"]}, cumulative={"gpu0.energy_j": True},
+        clock_pairs=r.rec.clock_pairs, metadata={"device": {"gpu0.power_limit_w": "150"}})
+    res = at.attribute_names(rec, r.table, bootstrap=50)
+    over = res["power_w"] > 150
+    assert over.any() and not res["resolved"][over].any()
+    assert all("power limit (150 W)" in s for s in res["unresolved_reason"][over])
+    # limits may be +inf, never NaN
+    assert not np.isnan(res["power_ci_low_w"]).any() and not np.isnan(res["power_ci_high_w"]).any()
