@@ -41,10 +41,8 @@ import pytest
 import jouletrace
 from jouletrace import traces
 from jouletrace._input import ENV_MAX_INPUT_BYTES, MIN_DEFAULT_BUDGET, input_budget
-from jouletrace.cli import main
 from jouletrace.errors import (
     JouletraceError,
-    PermissionDeniedError,
     RecordingFormatError,
     TraceFormatError,
 )
@@ -636,7 +634,9 @@ def make_cases(d: Path, seed: int = 20240611) -> list[tuple[str, str]]:
             continue
         cases.append(("trace", str(p)))
     for i in range(40):  # structural: recording headers
-        def edit(h: dict[str, Any], v: Any = rng.choice(NASTY), r: int = rng.randrange(10**6)) -> None:
+        v_i, r_i = rng.choice(NASTY), rng.randrange(10**6)
+
+        def edit(h: dict[str, Any], v: Any = v_i, r: int = r_i) -> None:
             _walk(h, random.Random(r), v)
         p = with_header(plain, d / f"h{i}.npz", edit, compress=bool(i % 2))
         cases.append(("rec", str(p)))

@@ -46,7 +46,6 @@ import struct
 import time
 import zipfile
 import zlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
