@@ -96,7 +96,7 @@ import numpy as np
 from ...energy.updates import Updates
 from ...errors import InvalidArgumentError
 from ..alignment import Alignment, align, device_channels
-from .nnls import _nnls_gram, nnls
+from .nnls import _nnls_gram
 from .sweep import _matrix_from_sweep, _Sweep, _sweep
 from .tables import NameEnergies
 
@@ -525,10 +525,19 @@ def _interval(est: np.ndarray, reps: np.ndarray, lin: np.ndarray, se: np.ndarray
     return lo, hi
 
 
-def _weighted_nnls(X: np.ndarray, y: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """The fit of :func:`_fit` alone (rows weighted by 1/sqrt(T))."""
+def _weighted_nnls(X: np.ndarray, y: np.ndarray, T: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:
+    """The fit of :func:`_fit` alone (rows weighted by 1/sqrt(T)); ``init``: a nearby
+    problem's positive coefficients, to start from."""
     sw = 1.0 / np.sqrt(T / np.median(T))
-    return nnls(X * sw[:, None], y * sw)[0]
+    A = X * sw[:, None]
+    norms = np.sqrt(np.einsum("ij,ij->j", A, A))
+    live = norms > 0
+    scale = np.where(live, norms, 1.0)
+    out = np.zeros(X.shape[1])
+    if live.any():
+        Al = (A / scale)[:, live]
+        out[live] = _nnls_gram(Al.T @ Al, Al.T @ (y * sw), init=None if init is None else init[live])
+    return out / scale
 
 
 #: The timing search: a coarse grid of shared phases x tilts, then finer passes.
@@ -542,7 +551,7 @@ _OWN_LEVELS = 5
 
 
 def _cumulative_at(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_groups: int,
-                   upd: Updates, cands: np.ndarray) -> np.ndarray:
+                   upd: Updates, cands: np.ndarray, cache: dict[str, Any] | None = None) -> np.ndarray:
     """Cumulative regressors (share per group, idle; s) at every update for each timing candidate.
 
     Candidate ``(a, b)`` puts update ``k`` at ``t_k + a phase_k + b tilt_k``
@@ -567,16 +576,37 @@ def _cumulative_at(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_
     wts /= wts.sum()
     shared = cands[:, 0:1] * ph[None, :] + cands[:, 1:2] * tl[None, :]
     off = shared[:, :, None] + own[None, None, :] * h[None, :, None]
-    off = np.clip(off, -room[None, :, None], room[None, :, None])
-    pos = (u[None, :, None] + np.rint(off).astype(np.int64)).ravel()
+    off = np.clip(np.rint(off), -np.floor(room)[None, :, None], np.floor(room)[None, :, None]).astype(np.int64)
     n_c, L = cands.shape[0], own.size
-    order = np.argsort(pos, kind="stable")
-    share, idle = _matrix_from_sweep(sw, s, e, gid, n_groups, pos[order])
-    inc = np.column_stack([share, idle])
-    cum = np.concatenate([np.zeros((1, n_groups + 1)), np.cumsum(inc, axis=0)])
-    at_pos = np.empty((pos.size, n_groups + 1))
-    at_pos[order] = cum  # cumulative value at each (unsorted) position
-    return np.einsum("fklp,l->fkp", at_pos.reshape(n_c, K, L, n_groups + 1), wts)
+    # Only launches near an update differ between candidates. Zone k, [u_k - z_k, u_k + z_k],
+    # holds every position update k may take (its whole range, so one set of zones serves
+    # every pass of a search: ``cache``); the cumulative regressors at the zone starts come
+    # from every launch once, the rest from the launches that overlap a zone alone.
+    zone = None if cache is None else cache.get("zone")
+    if zone is None:
+        reach = np.minimum(np.abs(ph) + np.abs(tl) + h, np.floor(room))
+        z = np.ceil(reach).astype(np.int64) + 1
+        zs = u - z
+        C0 = np.zeros((K, n_groups + 1))
+        if K > 1:
+            share0, idle0 = _matrix_from_sweep(sw, s, e, gid, n_groups, zs)
+            C0[1:] = np.cumsum(np.column_stack([share0, idle0]), axis=0)
+        j = np.searchsorted(u + z, s, side="right")  # the first zone ending after each start
+        near = np.flatnonzero((j < K) & (zs[np.minimum(j, K - 1)] < e))
+        zone = (zs, C0, near)
+        if cache is not None:
+            cache["zone"] = zone
+    zs, C0, near = zone
+    pos = u[None, :, None] + off  # (n_c, K, L)
+    pts = np.concatenate([zs, pos.ravel()])
+    order = np.argsort(pts, kind="stable")
+    share, idle = _matrix_from_sweep(sw, s[near], e[near], gid[near], n_groups, pts[order], near)
+    cum = np.concatenate([np.zeros((1, n_groups + 1)), np.cumsum(np.column_stack([share, idle]), axis=0)])
+    at_pt = np.empty((pts.size, n_groups + 1))
+    at_pt[order] = cum
+    at_zs = at_pt[:K]
+    at_pos = at_pt[K:].reshape(n_c, K, L, n_groups + 1) - at_zs[None, :, None, :] + C0[None, :, None, :]
+    return np.einsum("fklp,l->fkp", at_pos, wts)
 
 
 def _timing_search(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_groups: int, upd: Updates,
@@ -599,11 +629,16 @@ def _timing_search(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_
     searched = timing and has_phase
     results: list[tuple[float, tuple[float, float], np.ndarray]] = []  # rss, (phase, tilt), X
 
+    cache: dict[str, Any] = {}
+    warm: list[np.ndarray | None] = [None]  # the first fit's positive set starts the others
+
     def evaluate(cands: np.ndarray) -> None:
-        C = _cumulative_at(sw, s, e, gid, n_groups, upd, cands)
+        C = _cumulative_at(sw, s, e, gid, n_groups, upd, cands, cache)
         for j in range(cands.shape[0]):
             X = C[j, ki + 1] - C[j, ki]
-            c = _weighted_nnls(X, y, T)
+            c = _weighted_nnls(X, y, T, warm[0])
+            if warm[0] is None:
+                warm[0] = c > 0
             r = (X @ c - y) * wsq
             results.append((float(r @ r), (float(cands[j, 0]), float(cands[j, 1])), X))
 

@@ -38,15 +38,22 @@ def _nnls_gram(G: np.ndarray, h: np.ndarray, init: np.ndarray | None = None,
                 return x
     x = np.zeros(p)
     passive = np.zeros(p, dtype=bool)
+    # A warm start that is not optimal still saves work: begin from x = 0 (feasible) with its
+    # passive set, and let the inner loop drop what must go (Lawson–Hanson from a passive set).
+    inner_first = init is not None and bool(init.any())
+    if inner_first:
+        passive = np.asarray(init, dtype=bool).copy()
     w = h - G @ x
     limit = max_iter if max_iter is not None else 3 * p + 10
     it = 0
     while it < limit:
-        cand = np.where(passive, -np.inf, w)
-        j = int(np.argmax(cand)) if p else 0
-        if p == 0 or cand[j] <= tol:
-            break
-        passive[j] = True
+        if not inner_first:
+            cand = np.where(passive, -np.inf, w)
+            j = int(np.argmax(cand)) if p else 0
+            if p == 0 or cand[j] <= tol:
+                break
+            passive[j] = True
+        inner_first = False
         while True:
             it += 1
             idx = np.flatnonzero(passive)

@@ -86,8 +86,12 @@ def share_times(start_ns: np.ndarray, end_ns: np.ndarray) -> np.ndarray:
     return sw.w[sw.end_pos] - sw.w[sw.start_pos]
 
 
-def _pieces(sw: _Sweep, start: np.ndarray, end: np.ndarray, u: np.ndarray):  # type: ignore[no-untyped-def]
-    """(launch index, interval index, share time) of every launch piece inside the intervals."""
+def _pieces(sw: _Sweep, start: np.ndarray, end: np.ndarray, u: np.ndarray,  # type: ignore[no-untyped-def]
+            idx: np.ndarray | None = None):
+    """(launch index, interval index, share time) of every launch piece inside the intervals.
+
+    ``start``/``end`` may be a subset of the sweep's launches: ``idx`` holds their
+    indices in the sweep (default: all of them, in order)."""
     K = u.size - 1
     wu, _ = _sweep_eval(sw, u)
     k_lo = np.searchsorted(u, start, side="right") - 1
@@ -104,8 +108,9 @@ def _pieces(sw: _Sweep, start: np.ndarray, end: np.ndarray, u: np.ndarray):  # t
         rep = np.repeat(keep, cnt_k)
         offs = np.cumsum(cnt_k) - cnt_k
         k = a[rep] + (np.arange(rep.size) - np.repeat(offs, cnt_k))
-    lo = np.where(k == k_lo[rep], sw.w[sw.start_pos[rep]], wu[k])
-    hi = np.where(k == k_hi[rep], sw.w[sw.end_pos[rep]], wu[k + 1])
+    at = rep if idx is None else idx[rep]
+    lo = np.where(k == k_lo[rep], sw.w[sw.start_pos[at]], wu[k])
+    hi = np.where(k == k_hi[rep], sw.w[sw.end_pos[at]], wu[k + 1])
     return rep, k, hi - lo
 
 
@@ -138,9 +143,12 @@ def interval_matrix(
 
 
 def _matrix_from_sweep(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_groups: int,
-                       u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                       u: np.ndarray, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Share per group and idle time (s) of the intervals between ``u``; ``s``, ``e``, ``gid``
+    may be a subset of the sweep's launches (``idx``: their indices in it): then only they
+    count in the shares, while the idle time is always the whole sweep's."""
     K = u.size - 1
     _, idle_u = _sweep_eval(sw, u)
-    rep, k, val = _pieces(sw, s, e, u)
+    rep, k, val = _pieces(sw, s, e, u, idx)
     share = np.bincount(k * n_groups + gid[rep], weights=val, minlength=K * n_groups)
     return share.reshape(K, n_groups), np.diff(idle_u)
