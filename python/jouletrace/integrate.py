@@ -118,10 +118,11 @@ err independently, so for a window that covers fraction ``phi_k`` of period
 quadrature to the edge terms. It grows like the square root of the window, as
 DESIGN.md §4 asks. ``W/P`` is the calibrated share when known, else 0 (an
 unknown counter is bounded as if it saw an instant of each period, the widest
-case). ``K_pt`` = 2.5: a Monte-Carlo over the simulated GPU's part-time
-counter on loads of 1–50 ms segments (tests/test_parttime_bound.py) needs
-about 2 for 95 % coverage at every window length from 5 ms to 10 s; the
-margin covers the noise of ``s`` estimated from nine changes. What this term
+case). ``K_pt`` = 2.5 (about two standard deviations of a sum of independent
+period errors, with a margin for ``s`` estimated from nine changes): on the
+simulated GPU's part-time counter under loads of 1–50 ms segments the bound
+covers 98–100 % of windows at every length from 5 ms to 10 s (synthetic
+recordings; tests/test_parttime_bound.py, bench/RESULTS.md). What this term
 cannot see: a load that repeats with exactly the sensor period and does its work
 only in the unseen part shows flat interval means and no error; measure such
 work with :func:`jouletrace.measure`, whose random phase offsets break the lock.
