@@ -11,7 +11,7 @@ import pytest
 import jouletrace
 from jouletrace import _core
 from jouletrace.sim import SimGPU
-from jouletrace.testing import random_load, synthetic_recording
+from jouletrace.testing.loads import random_load, synthetic_recording
 
 T0 = 10**12
 LENGTHS_S = (0.005, 0.02, 0.1, 1.0, 10.0)
