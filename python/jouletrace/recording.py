@@ -17,8 +17,8 @@ import numpy as np
 
 from . import integrate
 from .energy.updates import Updates
-from .sensor_model import SensorModel, models_for
 from .errors import InvalidArgumentError
+from .sensor_model import SensorModel, models_for
 
 if TYPE_CHECKING:
     from .measurement import Measurement, WindowEnergies
