@@ -27,3 +27,9 @@ def make_sim() -> Iterator:
 @pytest.fixture
 def now_ns() -> int:
     return int(_core.monotonic_ns())
+
+
+@pytest.fixture(autouse=True)
+def _private_sensor_file(tmp_path_factory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Calibrations saved by a test never reach the user's sensor file, nor one test's another's."""
+    monkeypatch.setenv("JOULETRACE_SENSOR_FILE", str(tmp_path_factory.mktemp("sensors") / "sensors.json"))

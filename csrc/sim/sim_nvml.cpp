@@ -11,17 +11,26 @@
 //   true power   p(t) = idle_w + sum of the segments (start, end, watts) covering t
 //   true energy  E(t) = integral of p from load_ns (the "driver load") to t
 //   sensor updates at u_k = phase_ns + k * update_period_ns
-//   energy counter (mJ)       = offset_mj + floor(1000 * E(u)), u = last update <= t
+//   energy counter (mJ)       = offset_mj + floor(1000 * E(u)), u = last update <= t  ("full" counter)
+//                             = offset_mj + floor(1000 * A(u) * P / W)          ("part_time" counter)
+//     where A(t) = integral from load_ns to t of p(s) * [s lies in the last avg_window_ns W of its
+//     update period P] ds: the part-time counter adds, per period, the mean power over the
+//     period's last W times P (what a sensor that sees only that window integrates).
 //   instant power (mW, 186)   = mean of p over [u - avg_window_ns, u]
 //   nvmlDeviceGetPowerUsage   = mean of p over [u - power_usage_window_ns, u]
 //   each device query busy-waits latency_ns first; faults: lost_after, unsupported.
+//   live load: `<config>.live` is an append-only file of 32-byte records (int64 gpu,
+//   start_ns, end_ns; float64 watts), in time order per GPU, read on growth by every
+//   query; its segments add to the schedule (cheap enough to append one per call).
 // The config is read at nvmlInit when it changed; an older config object is
 // freed only when the library is unloaded, so a reader on another thread can
 // never see it vanish.
 
 #include <dlfcn.h>
 #include <nvml.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <algorithm>
@@ -49,6 +58,25 @@ std::int64_t now_ns(clockid_t c) {
   return static_cast<std::int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
 }
 
+std::int64_t floor_div(std::int64_t a, std::int64_t b) {
+  std::int64_t q = a / b;
+  if (a % b != 0 && ((a < 0) != (b < 0))) --q;
+  return q;
+}
+
+// The averaging windows: the last w ns of each update period p, periods starting at phase.
+struct Mask {
+  std::int64_t p = 0, w = 0, phase = 0;
+  // Time (ns) of [phase, when) that lies in a window (negative before phase); exact integers.
+  std::int64_t before(std::int64_t when) const {
+    if (p <= 0) return when;
+    const std::int64_t d = when - phase;
+    const std::int64_t k = floor_div(d, p);
+    const std::int64_t r = d - k * p;
+    return k * w + std::clamp<std::int64_t>(r - (p - w), 0, w);
+  }
+};
+
 struct SimGpu {
   std::string name = "NVIDIA H100 80GB HBM3 (simulated)";
   std::string uuid;
@@ -56,6 +84,7 @@ struct SimGpu {
   unsigned arch = NVML_DEVICE_ARCH_HOPPER;
   unsigned power_limit_mw = 700000;
   double idle_w = 60.0;
+  bool part_time = false;  // counter integrates only the averaging window of each period
   std::int64_t lost_after_ns = INT64_MAX;
   std::vector<unsigned> unsupported_fields;
   bool energy_call_unsupported = false;
@@ -65,8 +94,9 @@ struct SimGpu {
   std::vector<std::int64_t> t;
   std::vector<double> level;
   std::vector<double> energy_j;
+  std::vector<double> masked_j;  // A(t[k]): energy inside the averaging windows (J)
 
-  void build(std::int64_t load_ns) {
+  void build(std::int64_t load_ns, const Mask& mask) {
     std::vector<std::pair<std::int64_t, double>> ev;
     for (const auto& s : segments) {
       std::int64_t a = std::max(s.first.first, load_ns), b = s.first.second;
@@ -89,15 +119,26 @@ struct SimGpu {
       }
     }
     energy_j.assign(t.size(), 0.0);
+    masked_j.assign(t.size(), 0.0);
     for (std::size_t k = 1; k < t.size(); ++k) {
       energy_j[k] = energy_j[k - 1] + level[k - 1] * static_cast<double>(t[k] - t[k - 1]) * 1e-9;
+      masked_j[k] = masked_j[k - 1] + level[k - 1] * static_cast<double>(mask.before(t[k]) - mask.before(t[k - 1])) * 1e-9;
     }
+  }
+
+  std::size_t at(std::int64_t when) const {
+    return static_cast<std::size_t>(std::upper_bound(t.begin(), t.end(), when) - t.begin()) - 1;
+  }
+  double masked_at(std::int64_t when, const Mask& mask) const {
+    if (when <= t.front()) return 0.0;
+    const std::size_t k = at(when);
+    return masked_j[k] + level[k] * static_cast<double>(mask.before(when) - mask.before(t[k])) * 1e-9;
   }
 
   // True energy since load, J.
   double energy_at(std::int64_t when) const {
     if (when <= t.front()) return 0.0;
-    const std::size_t k = static_cast<std::size_t>(std::upper_bound(t.begin(), t.end(), when) - t.begin()) - 1;
+    const std::size_t k = at(when);
     return energy_j[k] + level[k] * static_cast<double>(when - t[k]) * 1e-9;
   }
 
@@ -126,16 +167,99 @@ struct Config {
     if (d < 0 && d % update_period_ns != 0) --k;
     return phase_ns + k * update_period_ns;
   }
-  unsigned long long counter_mj(const SimGpu& g, std::int64_t when) const {
-    return offset_mj + static_cast<unsigned long long>(std::floor(g.energy_at(last_update(when)) * 1000.0));
+  Mask mask() const {
+    Mask m;
+    m.p = update_period_ns;
+    m.w = std::clamp<std::int64_t>(avg_window_ns, 1, std::max<std::int64_t>(update_period_ns, 1));
+    m.phase = phase_ns;
+    return m;
   }
-  unsigned mean_power_mw(const SimGpu& g, std::int64_t when, std::int64_t window) const {
-    const std::int64_t u = last_update(when);
-    if (window <= 0) window = 1;
-    const double j = g.energy_at(u) - g.energy_at(u - window);
-    return static_cast<unsigned>(std::llround(j / (static_cast<double>(window) * 1e-9) * 1000.0));
+  // Energy the counter has counted up to update u (J), schedule plus live load of GPU `gi`.
+  double counted_j(const SimGpu& g, std::size_t gi, std::int64_t u) const;
+  unsigned long long counter_mj(const SimGpu& g, std::size_t gi, std::int64_t when) const {
+    return offset_mj + static_cast<unsigned long long>(std::floor(counted_j(g, gi, last_update(when)) * 1000.0));
+  }
+  unsigned mean_power_mw(const SimGpu& g, std::size_t gi, std::int64_t when, std::int64_t window) const;
+};
+
+// -- live load -------------------------------------------------------------------------
+// Append-only per-GPU segments. One writer at a time (under g_live_mutex) appends and then
+// publishes the count with a release store; readers acquire the count and read only below it.
+struct LiveLoad {
+  static constexpr std::size_t kCapacity = std::size_t{1} << 18;
+  std::unique_ptr<std::int64_t[]> start{new std::int64_t[kCapacity]};
+  std::unique_ptr<std::int64_t[]> end{new std::int64_t[kCapacity]};
+  std::unique_ptr<double[]> watts{new double[kCapacity]};
+  std::unique_ptr<double[]> e_before{new double[kCapacity + 1]};  // energy of segments [0, i) (J)
+  std::unique_ptr<double[]> m_before{new double[kCapacity + 1]};  // the same inside the windows
+  std::atomic<std::size_t> n{0};
+
+  std::size_t last_started(std::int64_t when, std::size_t count) const {  // count when none
+    const auto* b = start.get();
+    const auto it = std::upper_bound(b, b + count, when);
+    return it == b ? count : static_cast<std::size_t>(it - b) - 1;
+  }
+  double energy_at(std::int64_t when) const {
+    const std::size_t count = n.load(std::memory_order_acquire);  // pairs with append's release
+    const std::size_t i = last_started(when, count);
+    if (i == count) return 0.0;
+    return e_before[i] + watts[i] * static_cast<double>(std::min(when, end[i]) - start[i]) * 1e-9;
+  }
+  double masked_at(std::int64_t when, const Mask& m) const {
+    const std::size_t count = n.load(std::memory_order_acquire);  // pairs with append's release
+    const std::size_t i = last_started(when, count);
+    if (i == count) return 0.0;
+    return m_before[i] + watts[i] * static_cast<double>(m.before(std::min(when, end[i])) - m.before(start[i])) * 1e-9;
+  }
+  // Writer only (g_live_mutex held). Segments before the previous end are clipped to it.
+  void append(std::int64_t a, std::int64_t b, double w, const Mask& m) {
+    const std::size_t i = n.load(std::memory_order_relaxed);
+    if (i >= kCapacity || !(w >= 0)) return;
+    if (i > 0) a = std::max(a, end[i - 1]);
+    if (b <= a) return;
+    if (i == 0) {
+      e_before[0] = 0.0;
+      m_before[0] = 0.0;
+    }
+    start[i] = a;
+    end[i] = b;
+    watts[i] = w;
+    e_before[i + 1] = e_before[i] + w * static_cast<double>(b - a) * 1e-9;
+    m_before[i + 1] = m_before[i] + w * static_cast<double>(m.before(b) - m.before(a)) * 1e-9;
+    n.store(i + 1, std::memory_order_release);  // pairs with the readers' acquire
   }
 };
+
+std::mutex g_live_mutex;
+LiveLoad* g_live[64] = {};  // allocated on a GPU's first live segment; freed with the configs
+int g_live_fd = -1;
+std::uint64_t g_live_offset = 0;
+std::atomic<std::uint64_t> g_live_size_seen{0};
+
+double live_energy(std::size_t gi, std::int64_t when) {
+  const LiveLoad* l = gi < 64 ? g_live[gi] : nullptr;
+  return l == nullptr ? 0.0 : l->energy_at(when);
+}
+double live_masked(std::size_t gi, std::int64_t when, const Mask& m) {
+  const LiveLoad* l = gi < 64 ? g_live[gi] : nullptr;
+  return l == nullptr ? 0.0 : l->masked_at(when, m);
+}
+
+double Config::counted_j(const SimGpu& g, std::size_t gi, std::int64_t u) const {
+  if (g.part_time && update_period_ns > 0) {
+    const Mask m = mask();
+    const double a = g.masked_at(u, m) + live_masked(gi, u, m);
+    return a * static_cast<double>(m.p) / static_cast<double>(m.w);
+  }
+  return g.energy_at(u) + live_energy(gi, u);
+}
+
+unsigned Config::mean_power_mw(const SimGpu& g, std::size_t gi, std::int64_t when, std::int64_t window) const {
+    const std::int64_t u = last_update(when);
+    if (window <= 0) window = 1;
+    const double j = (g.energy_at(u) + live_energy(gi, u)) - (g.energy_at(u - window) + live_energy(gi, u - window));
+    return static_cast<unsigned>(std::llround(j / (static_cast<double>(window) * 1e-9) * 1000.0));
+}
 
 std::mutex g_mutex;
 std::atomic<const Config*> g_config{nullptr};
@@ -228,6 +352,12 @@ Config* parse(const std::string& path) {
       else if (key == "arch") in >> g->arch;
       else if (key == "power_limit_mw") in >> g->power_limit_mw;
       else if (key == "idle_w") in >> g->idle_w;
+      else if (key == "counter") {
+        const std::string what = rest_of(in);
+        if (what == "full") g->part_time = false;
+        else if (what == "part_time") g->part_time = true;
+        else return refuse(c, path, lineno, "counter must be 'full' or 'part_time'");
+      }
       else if (key == "lost_after_ns") in >> g->lost_after_ns;
       else if (key == "unsupported_field") { unsigned fid = 0; in >> fid; g->unsupported_fields.push_back(fid); }
       else if (key == "unsupported_call") {
@@ -256,12 +386,40 @@ Config* parse(const std::string& path) {
       if (!(seg.second >= 0)) return refuse(c, path, lineno, "segment watts must be >= 0");
     }
   }
-  for (auto& g : c->gpus) g.build(c->load_ns);
+  for (auto& g : c->gpus) g.build(c->load_ns, c->mask());
   g_diag[0] = '\0';
   return c;
 }
 
 const Config* cfg() { return g_config.load(std::memory_order_acquire); }
+
+std::string live_path() { return config_path() + ".live"; }
+
+// Take in live segments appended since the last look (any thread; cheap when nothing grew).
+void poll_live(const Config* c) {
+  if (g_live_fd < 0) return;
+  struct stat st {};
+  if (::fstat(g_live_fd, &st) != 0) return;
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (size < g_live_size_seen.load(std::memory_order_acquire) + 32) return;  // pairs with the store below
+  std::lock_guard<std::mutex> lock(g_live_mutex);
+  const Mask m = c->mask();
+  unsigned char rec[32];
+  while (g_live_offset + 32 <= size &&
+         ::pread(g_live_fd, rec, sizeof rec, static_cast<off_t>(g_live_offset)) == static_cast<ssize_t>(sizeof rec)) {
+    std::int64_t gi = 0, a = 0, b = 0;
+    double w = 0;
+    std::memcpy(&gi, rec, 8);
+    std::memcpy(&a, rec + 8, 8);
+    std::memcpy(&b, rec + 16, 8);
+    std::memcpy(&w, rec + 24, 8);
+    g_live_offset += 32;
+    if (gi < 0 || gi >= 64 || static_cast<std::size_t>(gi) >= c->gpus.size()) continue;
+    if (g_live[gi] == nullptr) g_live[gi] = new LiveLoad();
+    g_live[gi]->append(a, b, w, m);
+  }
+  g_live_size_seen.store(g_live_offset, std::memory_order_release);
+}
 
 void spin(std::int64_t ns) {
   if (ns <= 0) return;
@@ -277,6 +435,7 @@ nvmlReturn_t enter(nvmlDevice_t dev, const Config*& c, const SimGpu*& g, std::in
   const auto idx = reinterpret_cast<std::uintptr_t>(dev);
   if (c == nullptr || idx == 0 || idx > c->gpus.size()) return NVML_ERROR_INVALID_ARGUMENT;
   g = &c->gpus[idx - 1];
+  poll_live(c);
   spin(c->latency_ns);
   when = now_ns(CLOCK_MONOTONIC);
   if (when >= g->lost_after_ns) return NVML_ERROR_GPU_IS_LOST;
@@ -298,6 +457,12 @@ __attribute__((destructor)) static void sim_unload() {
   if (g_init_count.load(std::memory_order_acquire) == 0) {
     delete g_all_configs;
     delete g_loaded_path;
+    for (auto*& l : g_live) {
+      delete l;
+      l = nullptr;
+    }
+    if (g_live_fd >= 0) ::close(g_live_fd);
+    g_live_fd = -1;
     g_all_configs = nullptr;
     g_loaded_path = nullptr;
   }
@@ -321,6 +486,7 @@ SIM_EXPORT nvmlReturn_t nvmlInitWithFlags(unsigned int /*flags*/) {
     g_loaded_size = st.st_size;
     g_loaded_inode = static_cast<std::uint64_t>(st.st_ino);
   }
+  if (g_live_fd < 0) g_live_fd = ::open(live_path().c_str(), O_RDONLY | O_CLOEXEC);
   g_init_count.fetch_add(1, std::memory_order_acq_rel);
   return NVML_SUCCESS;
 }
@@ -432,7 +598,7 @@ SIM_EXPORT nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t device,
   SIM_ENTER(device);
   if (energy == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
   if (g->energy_call_unsupported) return NVML_ERROR_NOT_SUPPORTED;
-  *energy = c->counter_mj(*g, when);
+  *energy = c->counter_mj(*g, reinterpret_cast<std::uintptr_t>(device) - 1, when);
   return NVML_SUCCESS;
 }
 
@@ -440,7 +606,7 @@ SIM_EXPORT nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t device, unsigned in
   SIM_ENTER(device);
   if (power == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
   if (g->power_call_unsupported) return NVML_ERROR_NOT_SUPPORTED;
-  *power = c->mean_power_mw(*g, when, c->power_usage_window_ns);
+  *power = c->mean_power_mw(*g, reinterpret_cast<std::uintptr_t>(device) - 1, when, c->power_usage_window_ns);
   return NVML_SUCCESS;
 }
 
@@ -469,17 +635,17 @@ SIM_EXPORT nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int values
       case NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION:
       case 191:  // NVML_FI_DEV_ENERGY
         f.valueType = NVML_VALUE_TYPE_UNSIGNED_LONG_LONG;
-        f.value.ullVal = c->counter_mj(*g, when);
+        f.value.ullVal = c->counter_mj(*g, reinterpret_cast<std::uintptr_t>(device) - 1, when);
         f.nvmlReturn = NVML_SUCCESS;
         break;
       case 186:  // NVML_FI_DEV_POWER_INSTANT
         f.valueType = NVML_VALUE_TYPE_UNSIGNED_INT;
-        f.value.uiVal = c->mean_power_mw(*g, when, c->avg_window_ns);
+        f.value.uiVal = c->mean_power_mw(*g, reinterpret_cast<std::uintptr_t>(device) - 1, when, c->avg_window_ns);
         f.nvmlReturn = NVML_SUCCESS;
         break;
       case 185:  // NVML_FI_DEV_POWER_AVERAGE
         f.valueType = NVML_VALUE_TYPE_UNSIGNED_INT;
-        f.value.uiVal = c->mean_power_mw(*g, when, c->power_usage_window_ns);
+        f.value.uiVal = c->mean_power_mw(*g, reinterpret_cast<std::uintptr_t>(device) - 1, when, c->power_usage_window_ns);
         f.nvmlReturn = NVML_SUCCESS;
         break;
       default:

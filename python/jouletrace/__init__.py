@@ -28,7 +28,9 @@ from .errors import (
     SourceUnavailableError,
     TraceFormatError,
 )
+from .calibrate import calibrate
 from .io import load
+from .repeat import measure
 from .markers import SyncMarkers
 from .measurement import Measurement, WindowEnergies
 from .monitor import Monitor
@@ -36,6 +38,8 @@ from .recording import Recording
 from .sources import SourceInfo, sources
 
 __all__ = [
+    "calibrate",
+    "measure",
     "__version__",
     "Sampler",
     "Recording",

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, sensor_model
 from .errors import (
     DeviceLostError,
     InvalidArgumentError,
@@ -261,6 +261,12 @@ class Sampler:
             "device": dict(self._native.metadata),
             "pauses": [list(p) for p in self._pauses],
         }
+        keys = sorted({k.split(".")[0] for k in meta["device"] if k.startswith("gpu") and k.endswith(".uuid")})
+        keys += sorted({c[: -len(".energy_j")] for c in meta["channels"] if c.endswith(".energy_j")} - set(keys))
+        simulated = None
+        if self.sim is not None and self.sim.publish_counter:
+            simulated = {f"gpu{i}": self.sim.sensor_model(i) for i in range(self.sim.gpu_count)}
+        meta["sensor_model"] = sensor_model.models_for(meta["device"], str(meta["source"]), keys, simulated)
         err = self._native.error()
         if err is not None:
             meta["error"] = err[1]

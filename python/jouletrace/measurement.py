@@ -48,6 +48,11 @@ class WindowEnergies:
     method: dict[str, str] = field(default_factory=dict)
     #: The channel each key was computed from.
     channel: dict[str, str] = field(default_factory=dict)
+    #: The counter model each key's bound assumed (:class:`jouletrace.sensor_model.SensorModel` as a dict).
+    sensor_model: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The edge model each counter's bound used ("aligned" or "independent"), and why.
+    edges: dict[str, str] = field(default_factory=dict)
+    edges_reason: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.t0_ns.shape[0])
@@ -94,6 +99,8 @@ class WindowEnergies:
             {k: flag_names(int(v[i])) for k, v in self.flags.items()},
             dict(self.method),
         )
+        m.sensor_model = dict(self.sensor_model)
+        m.edges = dict(self.edges)
         return m
 
     def __getitem__(self, i: int) -> Measurement:
@@ -115,6 +122,11 @@ class WindowEnergies:
             self.flags[key] = other.flags[k]
             self.method[key] = other.method[k]
             self.channel[key] = other.channel.get(k, k)
+            if k in other.sensor_model:
+                self.sensor_model[key] = other.sensor_model[k]
+            if k in other.edges:
+                self.edges[key] = other.edges[k]
+                self.edges_reason[key] = other.edges_reason.get(k, "")
 
 
 class Measurement:
@@ -140,6 +152,9 @@ class Measurement:
         self._flags: dict[str, tuple[str, ...]] = {}
         self._method: dict[str, str] = {}
         self._resolver: Callable[[bool], None] | None = None
+        #: Per counter key: the sensor model its bound assumed, and the edge model used.
+        self.sensor_model: dict[str, dict[str, Any]] = {}
+        self.edges: dict[str, str] = {}
 
     # -- state ---------------------------------------------------------------------
     @property
@@ -249,6 +264,8 @@ class Measurement:
             "flags": list(self.flags),
             "channel_flags": {k: list(v) for k, v in self._flags.items()},
             "method": self.method,
+            "sensor_model": self.sensor_model,
+            "edges": self.edges,
         }
 
     # -- text ------------------------------------------------------------------------

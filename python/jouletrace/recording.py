@@ -18,6 +18,7 @@ import numpy as np
 from . import integrate
 from .energy.updates import Updates
 from .errors import InvalidArgumentError
+from .sensor_model import SensorModel, models_for
 
 if TYPE_CHECKING:
     from .measurement import Measurement, WindowEnergies
@@ -209,6 +210,38 @@ class Recording:
             q = self._quantum[channel] = integrate.counter_quantum(self[channel])
         return q
 
+    def sensor_model(self, key: str) -> SensorModel:
+        """The energy-counter model of device ``key`` (``"gpu0"`` or a channel of it) that bounds assume.
+
+        Stated when the recording was made (``metadata["sensor_model"]``: user
+        override, simulated, measured by calibration, or published facts; see
+        :mod:`jouletrace.sensor_model`); for a recording that states none, the
+        published default for its device (an NVIDIA counter: ``"unknown"``), or,
+        naming no architecture either, ``"full"`` with source ``"unstated"``.
+        """
+        key = key[: -len(".energy_j")] if key.endswith(".energy_j") else key
+        stated = (self.metadata.get("sensor_model") or {}).get(key)
+        if isinstance(stated, dict):
+            return SensorModel.from_dict(stated)
+        dev = self.metadata.get("device")
+        dev = dev if isinstance(dev, dict) else {}
+        src = str(self.metadata.get("source", ""))
+        d = SensorModel.from_dict(models_for(dev, src, [key])[key])
+        if d.source == "published" and d.counter == "unknown" and f"{key}.architecture" not in dev:
+            return SensorModel("full", "unstated", detail="the recording states no sensor model and names no "
+                               "architecture: bounded as a full-period counter")
+        return d
+
+    def set_sensor_model(self, key: str, counter: str, **known: Any) -> SensorModel:
+        """Override device ``key``'s counter model (source ``"user"``): ``"full"``, ``"part_time"`` or ``"unknown"``.
+
+        ``known`` may give ``update_period_ns``, ``avg_window_ns`` and ``detail``.
+        Later energies use it; it is kept in the metadata (and in a saved file).
+        """
+        model = SensorModel(counter, "user", **known)
+        self.metadata.setdefault("sensor_model", {})[key] = model.to_dict()
+        return model
+
     # -- energy -----------------------------------------------------------------------
     def energy_sources(self, channels: Sequence[str] | None = None) -> dict[str, tuple[str, str]]:
         """Device key -> (channel, method) that energies are computed from.
@@ -247,7 +280,7 @@ class Recording:
         return picked
 
     def energies(
-        self, t0s: Any, t1s: Any, channels: Sequence[str] | None = None, *, edges: str = "aligned"
+        self, t0s: Any, t1s: Any, channels: Sequence[str] | None = None, *, edges: str = "auto"
     ) -> WindowEnergies:
         """Energy of N windows ``[t0s[i], t1s[i]]`` (CLOCK_MONOTONIC ns) per device, vectorised.
 
@@ -255,8 +288,12 @@ class Recording:
         per device key: ``energy_j``, ``uncertainty_j`` (the bound) and ``flags``
         (uint8 bitmasks). Counters are interpolated between their located
         updates; power channels integrated by trapezoid. The method and its bound
-        are described in :mod:`jouletrace.integrate`. ``edges="aligned"`` (the
-        default) is for windows that open and close where the load changes
+        are described in :mod:`jouletrace.integrate`. Each counter's bound follows
+        the device's :meth:`sensor_model` (a part-time or unknown counter adds the
+        unseen part of every period); ``out.sensor_model[key]`` says which model was
+        assumed. ``edges="auto"`` (the default) chooses the edge model from the
+        windows' relation to the sensor's updates (:func:`jouletrace.integrate.choose_edges`);
+        ``out.edges[key]`` and ``out.edges_reason[key]`` say which and why. ``edges="aligned"`` is for windows that open and close where the load changes
         (program steps, kernels): their bound allows a power step at each edge
         that the sensor never showed, up to the device's power limit
         (``gpuN.power_limit_w``). ``edges="independent"`` gives the tighter,
@@ -271,15 +308,24 @@ class Recording:
         out = WindowEnergies(t0_ns=a, t1_ns=b)
         for key, (ch, method) in self.energy_sources(channels).items():
             if method == "counter":
+                model = self.sensor_model(key)
+                upd = self.updates(ch)
+                chosen, why = (integrate.choose_edges(a, b, upd) if edges == "auto"
+                               else (edges, "asked for by the caller"))
+                out.sensor_model[key] = model.to_dict()
+                out.edges[key] = chosen
+                out.edges_reason[key] = why
                 e, u, f = integrate.counter_energy(
                     self.t_ns,
                     self[ch],
                     a,
                     b,
-                    updates=self.updates(ch),
+                    updates=upd,
                     quantum_j=self._quantum_j(ch),
-                    edges=edges,
+                    edges=chosen,
                     max_power_w=self.power_limit_w(key),
+                    counter=model.counter,
+                    seen_fraction=model.seen_fraction,
                 )
             else:
                 # Whether the power sensor averages over its whole period (the bound needs it).
@@ -328,7 +374,7 @@ class Recording:
         channels: Sequence[str] | None = None,
         *,
         name: str | None = None,
-        edges: str = "aligned",
+        edges: str = "auto",
     ) -> Measurement:
         """Energy of the window ``[t0_ns, t1_ns]`` (CLOCK_MONOTONIC ns) as a Measurement.
 

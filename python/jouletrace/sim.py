@@ -14,11 +14,19 @@ Model (all times CLOCK_MONOTONIC ns, so every process agrees):
 * the sensor updates at ``phase_ns + k * update_period_s``; between updates it
   repeats the last value;
 * energy counter (mJ, field 83/191 and ``nvmlDeviceGetTotalEnergyConsumption``)
-  = ``offset_mj + floor(1000 * E(u))`` with ``u`` the last update;
+  = ``offset_mj + floor(1000 * E(u))`` with ``u`` the last update (``counter="full"``),
+  or, for a *part-time* counter (``counter="part_time"``, what A100/H100 may have:
+  DESIGN.md §4), ``offset_mj + floor(1000 * A(u) * P / W)`` where ``A`` integrates
+  ``p`` only over the last ``avg_window_s`` ``W`` of each update period ``P``: each
+  period adds the mean power over its averaging window times the period;
 * instant power (field 186, mW) = mean of ``p`` over ``[u - avg_window_s, u]``;
   ``nvmlDeviceGetPowerUsage`` the same over ``power_usage_window_s`` (1 s on Hopper);
 * every device query busy-waits ``latency_s`` first; faults: a GPU lost from
-  a given time on, a field or call reported as not supported.
+  a given time on, a field or call reported as not supported;
+* *live load* (:meth:`SimGPU.live_segment`): segments appended to a binary log
+  that the library reads on growth at every query, for loads decided while a
+  sampler runs (a callable "running" on the simulated GPU, a calibration's
+  pulses). One append costs microseconds, not a rewrite of the configuration.
 
 :meth:`SimGPU.true_energy` gives the exact energy of any interval, so tests
 assert accuracy instead of assuming it.
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import tempfile
 import weakref
 from collections.abc import Sequence
@@ -38,7 +47,11 @@ import numpy as np
 
 from .errors import InvalidArgumentError, SourceUnavailableError
 
-__all__ = ["SimGPU", "library_file", "FIELD_ENERGY", "FIELD_ENERGY_ALT", "FIELD_POWER_INSTANT"]
+__all__ = ["SimGPU", "library_file", "COUNTER_KINDS", "FIELD_ENERGY", "FIELD_ENERGY_ALT", "FIELD_POWER_INSTANT"]
+
+#: What a simulated energy counter integrates: every instant, or only each period's averaging window.
+COUNTER_KINDS = ("full", "part_time")
+_LIVE_RECORD = struct.Struct("<qqqd")  # gpu, start_ns, end_ns, watts: the library's 32-byte record
 
 FIELD_ENERGY = 83
 FIELD_ENERGY_ALT = 191
@@ -65,6 +78,7 @@ class _Gpu:
     pci: str
     idle_w: float
     arch: int = 9
+    counter: str = "full"
     power_limit_mw: int = 700_000
     lost_after_ns: int | None = None
     unsupported_fields: list[int] = field(default_factory=list)
@@ -72,7 +86,10 @@ class _Gpu:
     starts: list[np.ndarray] = field(default_factory=list)
     ends: list[np.ndarray] = field(default_factory=list)
     watts: list[np.ndarray] = field(default_factory=list)
+    live: list[tuple[int, int, float]] = field(default_factory=list)
     _truth: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    _masked: np.ndarray | None = None
+    _live: tuple[np.ndarray, ...] | None = None
 
     def segments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not self.starts:
@@ -99,7 +116,45 @@ class _Gpu:
                 t, lv = t[1:], lv[1:]
             ej = np.concatenate([[0.0], np.cumsum(lv[:-1] * np.diff(t).astype(np.float64) * 1e-9)])
             self._truth = (t, lv, ej)
+            self._masked = None
         return self._truth
+
+    def masked(self, load_ns: int, mask: _Mask) -> np.ndarray:
+        """A(t[k]): the energy inside the averaging windows up to each breakpoint (J)."""
+        t, lv, _ = self.truth(load_ns)
+        if self._masked is None:
+            self._masked = np.concatenate([[0.0], np.cumsum(lv[:-1] * np.diff(mask.before(t)).astype(np.float64) * 1e-9)])
+        return self._masked
+
+    def live_arrays(self, mask: _Mask) -> tuple[np.ndarray, ...]:
+        """Live segments as the library holds them: start, end, watts, energy and windowed energy before each."""
+        if self._live is None:
+            a = np.array([x[0] for x in self.live], dtype=np.int64)
+            b = np.array([x[1] for x in self.live], dtype=np.int64)
+            w = np.array([x[2] for x in self.live], dtype=np.float64)
+            e = np.concatenate([[0.0], np.cumsum(w * (b - a).astype(np.float64) * 1e-9)])
+            m = np.concatenate([[0.0], np.cumsum(w * (mask.before(b) - mask.before(a)).astype(np.float64) * 1e-9)])
+            self._live = (a, b, w, e, m)
+        return self._live
+
+
+@dataclass(frozen=True)
+class _Mask:
+    """The averaging windows: the last ``w`` ns of each update period ``p`` (the library's Mask)."""
+
+    p: int
+    w: int
+    phase: int
+
+    def before(self, t: np.ndarray) -> np.ndarray:
+        """Time (ns, int64) of [phase, t) inside a window; exact integers like the library."""
+        t = np.asarray(t, dtype=np.int64)
+        if self.p <= 0:
+            return t
+        d = t - self.phase
+        k = np.floor_divide(d, self.p)
+        r = d - k * self.p
+        return k * self.w + np.clip(r - (self.p - self.w), 0, self.w)
 
 
 class SimGPU:
@@ -124,6 +179,8 @@ class SimGPU:
         offset_mj: int = 0,
         names: Sequence[str] | None = None,
         arch: int = 9,
+        counter: str | Sequence[str] = "full",
+        publish_counter: bool = True,
         directory: str | os.PathLike[str] | None = None,
     ) -> None:
         if gpus < 1 or gpus > 64:
@@ -140,8 +197,15 @@ class SimGPU:
         self.phase_ns = int(phase_ns)
         self.load_ns = int(load_ns)
         self.offset_mj = int(offset_mj)
+        kinds = [counter] * gpus if isinstance(counter, str) else list(counter)
+        if len(kinds) != gpus or any(k not in COUNTER_KINDS for k in kinds):
+            raise InvalidArgumentError(f"counter must be one of {COUNTER_KINDS} or one per GPU, got {counter!r}")
+        #: Whether recordings of this simulation state the counter kind as a known fact
+        #: (source "simulated"); False makes it an unknown sensor, as an H100 is until calibrated.
+        self.publish_counter = bool(publish_counter)
         self._gpus = [
             _Gpu(
+                counter=kinds[i],
                 name=(names[i] if names else "NVIDIA H100 80GB HBM3 (simulated)"),
                 uuid=f"GPU-5117e000-0000-4000-8000-{i:012x}",
                 pci=f"00000000:{i + 1:02X}:00.0",
@@ -157,7 +221,10 @@ class SimGPU:
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.directory), True) if self._owns_dir else None
         self.library_path = self.directory / "libnvidia-ml.so.1"
         self.config_path = self.directory / "jouletrace-sim.conf"
+        self.live_path = self.directory / "jouletrace-sim.conf.live"
         shutil.copyfile(library_file(), self.library_path)
+        self.live_path.write_bytes(b"")
+        self._live_fd: int | None = None
         self.write()
 
     # -- schedule -------------------------------------------------------------
@@ -187,6 +254,46 @@ class SimGPU:
         g.watts.append(w)
         g._truth = None
         self.write()
+
+    def live_segment(self, start_ns: int, end_ns: int, watts: float, gpu: int = 0) -> tuple[int, int]:
+        """Add ``watts`` over [start_ns, end_ns) through the live log; returns the segment as kept.
+
+        Live segments of a GPU follow each other in time: one that begins before
+        the previous one ended is clipped to start there (the library does the
+        same). A sampler already running sees it at its next read; append it
+        before ``start_ns`` is past (a counter update read before the append
+        would not count it). Costs one small write (microseconds).
+        """
+        g = self._gpu(gpu)
+        a, b, w = int(start_ns), int(end_ns), float(watts)
+        if not w >= 0:
+            raise InvalidArgumentError("watts must be >= 0")
+        if g.live:
+            a = max(a, g.live[-1][1])
+        if b <= a:
+            return a, a
+        if self._live_fd is None:
+            self._live_fd = os.open(self.live_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        os.write(self._live_fd, _LIVE_RECORD.pack(gpu, a, b, w))
+        g.live.append((a, b, w))
+        g._live = None
+        return a, b
+
+    def set_counter(self, gpu: int, counter: str) -> None:
+        """Make GPU ``gpu``'s energy counter "full" or "part_time" (module docstring)."""
+        if counter not in COUNTER_KINDS:
+            raise InvalidArgumentError(f"counter must be one of {COUNTER_KINDS}, got {counter!r}")
+        self._gpu(gpu).counter = counter
+        self.write()
+
+    def counter(self, gpu: int = 0) -> str:
+        """The kind of GPU ``gpu``'s energy counter: "full" or "part_time"."""
+        return self._gpu(gpu).counter
+
+    def sensor_model(self, gpu: int = 0) -> dict[str, object]:
+        """The sensor as configured, in the form recordings state it (:mod:`jouletrace.sensor_model`)."""
+        return {"counter": self._gpu(gpu).counter, "source": "simulated",
+                "update_period_ns": self.update_period_ns, "avg_window_ns": self.avg_window_ns}
 
     def lose(self, gpu: int, at_ns: int) -> None:
         """From CLOCK_MONOTONIC ``at_ns`` on, every query of ``gpu`` returns NVML_ERROR_GPU_IS_LOST."""
@@ -227,6 +334,7 @@ class SimGPU:
                 f"arch {i} {g.arch}",
                 f"power_limit_mw {i} {g.power_limit_mw}",
                 f"idle_w {i} {g.idle_w!r}",
+                f"counter {i} {g.counter}",
             ]
             if g.lost_after_ns is not None:
                 lines.append(f"lost_after_ns {i} {g.lost_after_ns}")
@@ -265,6 +373,9 @@ class SimGPU:
 
     def close(self) -> None:
         """Remove the private folder (only if this object made it)."""
+        if self._live_fd is not None:
+            os.close(self._live_fd)
+            self._live_fd = None
         if self._cleanup is not None:
             self._cleanup()
 
@@ -275,25 +386,60 @@ class SimGPU:
         self.close()
 
     # -- ground truth -----------------------------------------------------------
-    def true_energy_at(self, t_ns, gpu: int = 0) -> np.ndarray:  # type: ignore[no-untyped-def]
-        """Exact energy (J) since ``load_ns`` at CLOCK_MONOTONIC ``t_ns`` (vectorised)."""
-        t, lv, ej = self._gpu(gpu).truth(self.load_ns)
-        q = np.asarray(t_ns, dtype=np.int64)
+    def _mask(self) -> _Mask:
+        p = self.update_period_ns
+        return _Mask(p, int(np.clip(self.avg_window_ns, 1, max(p, 1))), self.phase_ns)
+
+    def _schedule_at(self, q: np.ndarray, gpu: int, masked: bool) -> np.ndarray:
+        g = self._gpu(gpu)
+        t, lv, ej = g.truth(self.load_ns)
+        m = self._mask()
         k = np.searchsorted(t, q, side="right") - 1
-        before = k < 0
+        before = q <= t[0]
         k = np.clip(k, 0, len(t) - 1)
-        out = ej[k] + lv[k] * (q - t[k]).astype(np.float64) * 1e-9
+        if masked:
+            out = g.masked(self.load_ns, m)[k] + lv[k] * (m.before(q) - m.before(t[k])).astype(np.float64) * 1e-9
+        else:
+            out = ej[k] + lv[k] * (q - t[k]).astype(np.float64) * 1e-9
         return np.where(before, 0.0, out)
+
+    def _live_at(self, q: np.ndarray, gpu: int, masked: bool) -> np.ndarray:
+        g = self._gpu(gpu)
+        if not g.live:
+            return np.zeros(q.shape)
+        m = self._mask()
+        a, b, w, e, mm = g.live_arrays(m)
+        i = np.searchsorted(a, q, side="right") - 1
+        none = i < 0
+        i = np.clip(i, 0, a.size - 1)
+        upto = np.minimum(q, b[i])
+        if masked:
+            out = mm[i] + w[i] * (m.before(upto) - m.before(a[i])).astype(np.float64) * 1e-9
+        else:
+            out = e[i] + w[i] * (upto - a[i]).astype(np.float64) * 1e-9
+        return np.where(none, 0.0, out)
+
+    def true_energy_at(self, t_ns, gpu: int = 0) -> np.ndarray:  # type: ignore[no-untyped-def]
+        """Exact energy (J) since ``load_ns`` at CLOCK_MONOTONIC ``t_ns`` (vectorised; live load included)."""
+        q = np.asarray(t_ns, dtype=np.int64)
+        return self._schedule_at(q, gpu, False) + self._live_at(q, gpu, False)
 
     def true_energy(self, t0_ns, t1_ns, gpu: int = 0):  # type: ignore[no-untyped-def]
         """Exact energy (J) over [t0_ns, t1_ns] (vectorised)."""
         return self.true_energy_at(t1_ns, gpu) - self.true_energy_at(t0_ns, gpu)
 
     def true_power(self, t_ns, gpu: int = 0) -> np.ndarray:  # type: ignore[no-untyped-def]
-        """Exact power (W) at ``t_ns`` (vectorised)."""
-        t, lv, _ = self._gpu(gpu).truth(self.load_ns)
-        k = np.clip(np.searchsorted(t, np.asarray(t_ns, dtype=np.int64), side="right") - 1, 0, len(t) - 1)
-        return lv[k]
+        """Exact power (W) at ``t_ns`` (vectorised; live load included)."""
+        g = self._gpu(gpu)
+        t, lv, _ = g.truth(self.load_ns)
+        q = np.asarray(t_ns, dtype=np.int64)
+        k = np.clip(np.searchsorted(t, q, side="right") - 1, 0, len(t) - 1)
+        out = lv[k]
+        if g.live:
+            a, b, w, _, _ = g.live_arrays(self._mask())
+            i = np.clip(np.searchsorted(a, q, side="right") - 1, 0, a.size - 1)
+            out = out + np.where((q >= a[i]) & (q < b[i]), w[i], 0.0)
+        return out
 
     def last_update_ns(self, t_ns) -> np.ndarray:  # type: ignore[no-untyped-def]
         """The sensor's last update at or before ``t_ns``."""
@@ -303,8 +449,18 @@ class SimGPU:
         return self.phase_ns + np.floor_divide(q - self.phase_ns, self.update_period_ns) * self.update_period_ns
 
     def sensor_energy_j(self, t_ns, gpu: int = 0) -> np.ndarray:  # type: ignore[no-untyped-def]
-        """What the simulated counter reports at ``t_ns``, in J (the sensor model, for tests)."""
-        e = self.true_energy_at(self.last_update_ns(t_ns), gpu)
+        """What the simulated counter reports at ``t_ns``, in J (the sensor model, for tests).
+
+        Computed as the library computes it (the same operations in the same order),
+        so the two agree exactly, for both counter kinds.
+        """
+        u = np.asarray(self.last_update_ns(t_ns), dtype=np.int64)
+        if self._gpu(gpu).counter == "part_time" and self.update_period_ns > 0:
+            m = self._mask()
+            a = self._schedule_at(u, gpu, True) + self._live_at(u, gpu, True)
+            e = a * float(m.p) / float(m.w)
+        else:
+            e = self._schedule_at(u, gpu, False) + self._live_at(u, gpu, False)
         return (self.offset_mj + np.floor(e * 1000.0)) / 1000.0
 
     def __repr__(self) -> str:

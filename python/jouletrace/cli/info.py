@@ -15,8 +15,11 @@ from ..sources import sources
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("info", help="list sources, whether each is usable here and why not, GPUs and sensors")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--measure", type=float, default=0.0, metavar="SECONDS",
-                   help="also sample each GPU for SECONDS at 1 kHz and report its sensor as measured")
+    p.add_argument("--measure", type=float, nargs="?", const=-1.0, default=0.0, metavar="SECONDS",
+                   help="calibrate each GPU's sensor (update period, averaging window, part-time counter) with a "
+                        "CUDA load from torch or cupy; with SECONDS and no CUDA load, only sample it passively")
+    p.add_argument("--save", action="store_true",
+                   help="keep the calibration for later recordings of that GPU (by UUID; see jouletrace.sensor_model)")
 
 
 def _gpus(measure_s: float) -> list[dict[str, Any]]:
@@ -63,9 +66,24 @@ def _gpus(measure_s: float) -> list[dict[str, Any]]:
     return out
 
 
+def _calibrate(gpus: list[dict[str, Any]], save: bool) -> None:
+    from ..calibrate import calibrate, cuda_load
+
+    for i, d in enumerate(gpus):
+        try:
+            cal = calibrate(gpu=i, load=cuda_load(i), save=save)
+        except JouletraceError as e:
+            d["calibration"] = {"error": str(e)}
+            continue
+        d["calibration"] = {**cal.model.to_dict(), "saved_to": cal.saved_to, "text": str(cal)}
+
+
 def run(args: argparse.Namespace) -> int:
     infos = sources(refresh=True)
-    gpus = _gpus(args.measure)
+    passive = args.measure if args.measure and args.measure > 0 else 0.0
+    gpus = _gpus(passive)
+    if args.measure and args.measure < 0 and gpus:
+        _calibrate(gpus, args.save)
     if args.json:
         print(json.dumps({"sources": [vars(i) for i in infos], "gpus": gpus}, indent=2))
         return 0
@@ -95,6 +113,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"    instant power:  {k['instant_power']}")
         print(f"    power usage:    {k['power_usage']}")
         print(f"    accuracy:       {k['accuracy']}   [{k['sources']}]")
+        cal = d.get("calibration")
+        if cal is not None:
+            print(f"  calibrated: {cal.get('text', cal.get('error'))}")
+            if cal.get("saved_to"):
+                print(f"    saved to {cal['saved_to']}; later recordings of this GPU use it")
         for ch, m in (d.get("measured_sensor") or {}).items():
             p = m.get("update_period_ns")
             per = f"{p / 1e6:.1f} ms" if p else "not seen"
