@@ -115,6 +115,23 @@ def check_output(path: str | os.PathLike[str]) -> str:
     raise OutputPathError(f"{given}: is a {kind}; jouletrace does not write over it. Name a regular file.")
 
 
+class _Unseekable:
+    """A write-only view of a stream. A device like /dev/null claims to seek but always says it is
+    at 0, which breaks zip writers; without tell/seek they write a streaming archive instead."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+
+    def write(self, data: bytes) -> int:
+        return self._fh.write(data)
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def read(self, _n: int = -1) -> bytes:  # numpy takes only objects with read() for files
+        raise OSError("write-only output")
+
+
 def _stream(real: str, given: str, write: Callable[[IO[bytes]], None]) -> None:
     """Write into an existing character device or FIFO (never replacing it)."""
     flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
@@ -128,7 +145,7 @@ def _stream(real: str, given: str, write: Callable[[IO[bytes]], None]) -> None:
     try:
         os.set_blocking(fd, True)
         with os.fdopen(fd, "wb", closefd=False) as fh:
-            write(fh)
+            write(_Unseekable(fh))  # type: ignore[arg-type]
             fh.flush()
     finally:
         os.close(fd)

@@ -102,10 +102,16 @@ def _save(rec: Recording, path: str, warnings: list[str]) -> str | None:
         return rec.save(path)
     except OSError as e:
         first = f"could not write {path} ({e.strerror or e})"
+    fallback = None
     try:
         fallback = fallback_path(path)
         saved = rec.save(fallback)
     except OSError as e:
+        if fallback is not None:
+            try:
+                os.rmdir(os.path.dirname(fallback))  # the private folder, empty again
+            except OSError:
+                pass
         warnings.append(f"{first}, nor a copy in the temporary folder ({e.strerror or e}): "
                         "this recording is lost; the summary below is all that remains")
         return None
