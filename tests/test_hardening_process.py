@@ -130,3 +130,58 @@ def test_sigkill_of_record_ends_the_command(tmp_path):  # type: ignore[no-untype
     finally:
         if child:
             _kill_all([child])
+
+
+# --- fork() while sampling: the child must exit normally and sample on its own ---------------
+
+_FORK_CHILD = r"""
+import os, sys, time
+import jouletrace
+from jouletrace.sim import SimGPU
+
+mode = sys.argv[1]
+sim = SimGPU(gpus=1, update_period_s=0.01)
+if mode == "sampler":
+    s = jouletrace.Sampler("sim", sim=sim, rate_hz=2000)
+    s.start()
+else:  # the process-wide default Monitor behind jouletrace.window
+    jouletrace.configure(sim=sim, rate_hz=2000)
+    with jouletrace.window("before"):
+        time.sleep(0.05)
+time.sleep(0.1)
+pid = os.fork()
+if pid == 0:
+    # The child: the parent's sampler is stopped here; a new one works.
+    code = 0
+    try:
+        with jouletrace.Sampler("sim", sim=sim, rate_hz=2000) as mine:
+            time.sleep(0.2)
+        if len(mine.recording()) < 20:
+            code = 3
+    except BaseException as e:
+        print("child failed:", repr(e), file=sys.stderr)
+        code = 4
+    sys.stdout.flush()
+    sys.exit(code)  # a normal exit: atexit, destructors of the parent's samplers
+_, status = os.waitpid(pid, 0)
+if mode == "sampler":
+    s.stop()
+    assert len(s.recording()) > 100
+print("child status", os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.parametrize("mode", ["sampler", "monitor"])
+def test_fork_while_sampling(tmp_path, mode):  # type: ignore[no-untyped-def]
+    script = tmp_path / "fork.py"
+    script.write_text(_FORK_CHILD)
+    p = subprocess.Popen([sys.executable, str(script), mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)  # the parent and the hung child
+        p.communicate()
+        pytest.fail("the forked child (or its parent) hung")
+    assert p.returncode == 0, err
+    assert "child status 0" in out, out + err
