@@ -185,3 +185,48 @@ def test_fork_while_sampling(tmp_path, mode):  # type: ignore[no-untyped-def]
         pytest.fail("the forked child (or its parent) hung")
     assert p.returncode == 0, err
     assert "child status 0" in out, out + err
+
+
+# --- address space: a Sampler reserves in proportion to what it records ----------------------
+
+_AS_SCRIPT = r"""
+import resource, sys
+import numpy as np
+import jouletrace
+from jouletrace.sim import SimGPU
+
+sim = SimGPU(gpus=1)
+def vm_bytes():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+# Room for 1 GiB more than what runs now: an old Sampler reserved ~2.4 GB on its own.
+limit = vm_bytes() + (1 << 30)
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+samplers = [jouletrace.Sampler("sim", sim=sim, rate_hz=1000) for _ in range(6)]
+for s in samplers:
+    s.start()
+big = np.ones(64 << 20, dtype=np.uint8)  # and other allocations still succeed
+for s in samplers:
+    s.stop()
+    assert len(s.recording()) > 0
+# A column outgrows its first mapping: views handed out before stay valid and unchanged.
+s = samplers[0]
+s._native.inject_for_test(10)
+before = s.recording()
+t_before = np.array(before.t_ns)
+s._native.inject_for_test(1_200_000)  # > 4 MiB of int64 per column
+after = s.recording()
+assert np.array_equal(before.t_ns, t_before)
+assert np.array_equal(after.t_ns[: len(before)], before.t_ns)
+assert len(after) == len(before) + 1_200_000 and after.dropped == 0
+print("ok")
+"""
+
+
+def test_samplers_under_an_address_space_limit(tmp_path):  # type: ignore[no-untyped-def]
+    script = tmp_path / "as.py"
+    script.write_text(_AS_SCRIPT)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr

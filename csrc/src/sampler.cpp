@@ -96,6 +96,7 @@ void Sampler::fork_child() noexcept {
     new (&s->drain_thread_) std::thread();
     new (&s->drain_cv_) std::condition_variable();
     s->running_.store(false, std::memory_order_relaxed);
+    s->inherited_ = true;
     s->stop_requested_.store(false, std::memory_order_relaxed);
     s->fork_hold_.store(false, std::memory_order_relaxed);
     s->in_read_.store(false, std::memory_order_relaxed);
@@ -176,6 +177,11 @@ Sampler::~Sampler() {
 void Sampler::start() {
   std::lock_guard<std::mutex> lock(lifecycle_mutex_);
   if (running_.load(std::memory_order_relaxed)) return;
+  if (inherited_) {
+    // Its storage pages are shared with the parent, which may still be appending.
+    throw InvalidArgument("this sampler was created before fork() and belongs to the parent process; "
+                          "create a new Sampler in this process");
+  }
   stop_requested_.store(false, std::memory_order_release);
   add_clock_pair();
   drain_thread_ = std::thread([this] { drain_loop(); });

@@ -56,7 +56,8 @@ class Sampler {
   // mark each sampler stopped and forget the parent's threads and condition
   // variable without joining or destroying them. In the child, running() is
   // false, stop() and the destructor return at once, what was recorded before
-  // the fork stays readable, and start() (or a new Sampler) samples afresh.
+  // the fork stays readable, and start() refuses (its storage pages are shared
+  // with the parent): a new Sampler samples afresh.
   void start();
   void stop();
   bool running() const noexcept { return running_.load(std::memory_order_acquire); }
@@ -105,6 +106,7 @@ class Sampler {
   std::mutex lifecycle_mutex_;  // start/stop
   std::atomic<bool> running_{false};
   std::atomic<bool> stop_requested_{false};
+  bool inherited_ = false;  // this process is a fork() child of the one that made it (lifecycle_mutex_)
 
   std::mutex drain_mutex_;  // serialises every consumer of ring_
   std::mutex drain_wait_mutex_;
