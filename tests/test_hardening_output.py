@@ -190,3 +190,12 @@ def test_record_when_no_save_succeeds_still_reports_and_exits(tmp_path, code, ex
     assert r.returncode == expect, r.stderr
     assert "Energy of" in r.stderr and "this recording is lost" in r.stderr and "Traceback" not in r.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_setcap_advice_says_what_it_grants_and_the_narrower_way():  # type: ignore[no-untyped-def]
+    from jouletrace import _core
+
+    for paranoid in (2, -1):
+        _, fix = _core.rapl_perf_open_failure(1, paranoid, "perf_event_open", "/x/py")
+        assert "`sudo setcap cap_perfmon=ep /x/py`" in fix
+        assert "every script that interpreter runs" in fix and "venv --copies" in fix

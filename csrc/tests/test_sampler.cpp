@@ -83,7 +83,7 @@ void steady_run() {
   const std::int64_t first = st->t_before_ns()[0], last = st->t_before_ns()[n - 1];
   const auto periods = static_cast<std::int64_t>((last - first) / 200'000);  // 5 kHz
   const auto accounted = static_cast<std::int64_t>(n - 1 + s.missed_deadlines());
-  CHECK(accounted >= periods - 2 && accounted <= periods + 2);
+  CHECK(accounted >= periods - 2 && accounted <= (t_stop - first) / 200'000 + 2);  // see stalls_on_one_cpu
   CHECK(last - first > (t_stop - t_start) / 2);  // and the run really lasted
   for (std::size_t i = 0; i < n; ++i) {
     CHECK(st->t_before_ns()[i] <= st->t_after_ns()[i]);
@@ -172,6 +172,7 @@ void stalls_on_one_cpu() {
   s.start();
   sleep_ms(200);
   s.stop();
+  const std::int64_t t_stop = monotonic_ns();
   done.store(true);
   busy.join();
   CHECK(sched_setaffinity(0, sizeof(all), &all) == 0);
@@ -185,7 +186,9 @@ void stalls_on_one_cpu() {
   std::printf("stalls: %zu records, %llu missed, closest reads %lld ns apart\n", n,
               static_cast<unsigned long long>(s.missed_deadlines()), static_cast<long long>(closest));
   CHECK(closest >= 25'000);
-  CHECK(accounted >= periods - 2 && accounted <= periods + 2);
+  // Deadlines skipped after the last read (a stall just before stop) count too,
+  // so the upper bound runs to the stop.
+  CHECK(accounted >= periods - 2 && accounted <= (t_stop - st->t_before_ns()[0]) / 50'000 + 2);
 }
 
 }  // namespace
