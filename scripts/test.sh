@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, and .ci/run on a clean clone): makes a virtual
 # environment, installs jouletrace with its test extras from this checkout,
-# runs the native tests under ASan/UBSan and TSan, then pytest.
+# runs the native tests under ASan/UBSan and TSan, the sampler tests against
+# the extension built with ASan/UBSan, then pytest.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -10,6 +11,8 @@ venv=${JOULETRACE_VENV:-$root/.venv}
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q ".[test]"
 PATH="$venv/bin:$PATH" PYTHON="$venv/bin/python" bash tests/native/run.sh
+# The extension itself under ASan/UBSan, through the sampler tests.
+PATH="$venv/bin:$PATH" PYTHON="$venv/bin/python" bash tests/native/asan_python.sh
 # Benchmarks once without timing, so their code cannot rot; figures come from bench/ runs.
 "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider bench --benchmark-disable -m "not slow"

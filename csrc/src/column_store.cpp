@@ -23,28 +23,79 @@ std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to *
 
 ReservedBuffer::ReservedBuffer(std::size_t max_bytes, std::size_t commit_step) {
   step_ = round_up(std::max<std::size_t>(commit_step, 1), page_size());
-  reserved_ = round_up(std::max<std::size_t>(max_bytes, 1), page_size());
+  max_bytes_ = round_up(std::max<std::size_t>(max_bytes, 1), page_size());
+  fd_ = static_cast<int>(memfd_create("jouletrace-column", MFD_CLOEXEC));
+  if (fd_ >= 0) {
+    const std::size_t first = std::min(max_bytes_, round_up(kInitialReserve, page_size()));
+    void* p = mmap(nullptr, first, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd_, 0);
+    if (p != MAP_FAILED) {
+      maps_[0] = p;
+      map_bytes_[0] = first;
+      n_maps_.store(1, std::memory_order_relaxed);
+      base_.store(p, std::memory_order_release);
+      return;
+    }
+    close(fd_);
+    fd_ = -1;
+  }
   // Address space only: PROT_NONE + MAP_NORESERVE is not charged against the
   // commit limit, even with strict overcommit.
-  void* p = mmap(nullptr, reserved_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void* p = mmap(nullptr, max_bytes_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) {
-    throw Error("could not reserve " + std::to_string(reserved_ >> 20) +
+    throw Error("could not reserve " + std::to_string(max_bytes_ >> 20) +
                 " MiB of address space for samples (" + std::strerror(errno) +
                 "); pass a smaller max_samples= to the Sampler");
   }
-  base_ = p;
+  maps_[0] = p;
+  map_bytes_[0] = max_bytes_;
+  n_maps_.store(1, std::memory_order_relaxed);
+  base_.store(p, std::memory_order_release);
 }
 
 ReservedBuffer::~ReservedBuffer() {
-  if (base_ != nullptr) munmap(base_, reserved_);
+  for (int i = 0; i < n_maps_.load(std::memory_order_relaxed); ++i) munmap(maps_[i], map_bytes_[i]);
+  if (fd_ >= 0) close(fd_);
+}
+
+std::size_t ReservedBuffer::reserved() const noexcept {
+  std::size_t total = 0;
+  const int n = n_maps_.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) total += map_bytes_[i];
+  return total;
+}
+
+bool ReservedBuffer::grow(std::size_t bytes) noexcept {
+  // Map the file again, larger, elsewhere; the old mapping keeps serving old views.
+  const int n = n_maps_.load(std::memory_order_relaxed);
+  if (n >= kMaxMappings) return false;
+  std::size_t want = std::max(map_bytes_[n - 1] * 2, round_up(bytes, page_size()));
+  want = std::min(want, max_bytes_);
+  void* p = mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd_, 0);
+  if (p == MAP_FAILED) return false;
+  maps_[n] = p;
+  map_bytes_[n] = want;
+  n_maps_.store(n + 1, std::memory_order_release);
+  // Before the records that need it are published (ColumnStore::publish is a
+  // release): a reader that sees them sees this mapping too.
+  base_.store(p, std::memory_order_release);
+  return true;
 }
 
 bool ReservedBuffer::ensure(std::size_t bytes) noexcept {
   const std::size_t have = committed_.load(std::memory_order_relaxed);
   if (bytes <= have) return true;
-  if (bytes > reserved_) return false;
-  const std::size_t want = std::min(reserved_, round_up(bytes, step_));
-  if (mprotect(static_cast<char*>(base_) + have, want - have, PROT_READ | PROT_WRITE) != 0) return false;
+  if (bytes > max_bytes_) return false;
+  const std::size_t want = std::min(max_bytes_, round_up(bytes, step_));
+  if (fd_ < 0) {
+    if (mprotect(static_cast<char*>(base_.load(std::memory_order_relaxed)) + have, want - have,
+                 PROT_READ | PROT_WRITE) != 0) {
+      return false;
+    }
+  } else {
+    // Grow the file first (its pages are allocated when first written), then the mapping if needed.
+    if (ftruncate(fd_, static_cast<off_t>(want)) != 0) return false;
+    if (want > map_bytes_[n_maps_.load(std::memory_order_relaxed) - 1] && !grow(want)) return false;
+  }
   committed_.store(want, std::memory_order_relaxed);
   return true;
 }

@@ -109,13 +109,16 @@ RaplMsrSource::RaplMsrSource(const RaplOptions& o) : dev_cpu_root_(o.dev_cpu_roo
             path + ": " + errno_text(e) + ": this user may not open the msr device",
             "let a group read the msr devices, e.g. /etc/udev/rules.d/99-jouletrace-msr.rules with SUBSYSTEM==\"msr\", "
             "GROUP=\"msr\", MODE=\"0640\" (then `sudo groupadd -f msr && sudo usermod -aG msr $USER && sudo udevadm "
-            "trigger`), and grant the interpreter the capability the msr driver checks: `sudo setcap "
-            "cap_sys_rawio=ep " + exe + "`");
+            "trigger`), and grant the interpreter the capability the msr driver checks: " +
+                setcap_fix("cap_sys_rawio", exe) + "; or use the perf route (rapl-perf), which needs no capability "
+                "with kernel.perf_event_paranoid=0");
       }
       if (e == EPERM) {
         throw RaplPermissionDenied(path + ": " + errno_text(e) + ": the msr driver requires CAP_SYS_RAWIO",
-                                   "`sudo setcap cap_sys_rawio=ep " + exe +
-                                       "` (the interpreter's real path; a virtualenv's python is a link to it)");
+                                   setcap_fix("cap_sys_rawio", exe) +
+                                       " (the interpreter's real path; a virtualenv's python is a link to it unless "
+                                       "made with --copies); or use the perf route (rapl-perf), which needs no "
+                                       "capability with kernel.perf_event_paranoid=0");
       }
       if (e == ENOENT || e == ENXIO || e == ENODEV) {
         std::string why = path + " does not exist: the msr kernel module is not loaded";

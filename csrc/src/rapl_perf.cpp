@@ -168,7 +168,7 @@ RaplHint perf_open_failure(int err, int paranoid, const std::string& what, const
   const std::string sysctl =
       "`sudo sysctl kernel.perf_event_paranoid=0` (to keep it: `echo kernel.perf_event_paranoid=0 | sudo tee "
       "/etc/sysctl.d/99-jouletrace.conf`)";
-  const std::string setcap = "`sudo setcap cap_perfmon=ep " + exe + "`";
+  const std::string setcap = setcap_fix("cap_perfmon", exe);
   if (paranoid != INT_MIN && paranoid <= 0) {
     h.reason = what + " failed with " + errno_text(err) + " although kernel.perf_event_paranoid is " + level +
                ": a security module (SELinux, AppArmor, lockdown) or a container's seccomp policy refuses "

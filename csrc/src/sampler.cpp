@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <new>
 #include <string>
 
 namespace jouletrace {
@@ -45,7 +46,67 @@ std::unique_ptr<ColumnStore> make_store(std::size_t n_channels, std::size_t max_
   }
 }
 
+// Every live Sampler, for the fork handlers. Guarded by registry_mutex(); only
+// constructors, destructors and the handlers touch it (never the hot path).
+std::mutex& registry_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::vector<Sampler*>& registry() {
+  static std::vector<Sampler*> r;
+  return r;
+}
+
 }  // namespace
+
+// Lock order everywhere: lifecycle_mutex_ -> drain_wait_mutex_ -> drain_mutex_
+// -> clock_mutex_ (each path takes a subset, in this order, or one at a time),
+// so taking all four here cannot deadlock with a sampler's own threads.
+void Sampler::fork_prepare() noexcept {
+  registry_mutex().lock();
+  for (Sampler* s : registry()) {
+    s->lifecycle_mutex_.lock();
+    s->drain_wait_mutex_.lock();
+    s->drain_mutex_.lock();
+    s->clock_mutex_.lock();
+    s->fork_hold_.store(true, std::memory_order_seq_cst);  // pairs with the check in sample_loop
+    while (s->in_read_.load(std::memory_order_seq_cst)) std::this_thread::yield();
+  }
+}
+
+void Sampler::fork_parent() noexcept {
+  for (Sampler* s : registry()) {
+    s->fork_hold_.store(false, std::memory_order_release);
+    s->clock_mutex_.unlock();
+    s->drain_mutex_.unlock();
+    s->drain_wait_mutex_.unlock();
+    s->lifecycle_mutex_.unlock();
+  }
+  registry_mutex().unlock();
+}
+
+void Sampler::fork_child() noexcept {
+  for (Sampler* s : registry()) {
+    // Only the forking thread exists here. The std::thread objects name the
+    // parent's threads (joining or destroying them would hang or terminate) and
+    // the parent's drain thread may be a waiter of drain_cv_ (destroying it
+    // would wait for that waiter for ever): replace them in place, unjoined and
+    // undestroyed. Allocation-free.
+    new (&s->sample_thread_) std::thread();
+    new (&s->drain_thread_) std::thread();
+    new (&s->drain_cv_) std::condition_variable();
+    s->running_.store(false, std::memory_order_relaxed);
+    s->inherited_ = true;
+    s->stop_requested_.store(false, std::memory_order_relaxed);
+    s->fork_hold_.store(false, std::memory_order_relaxed);
+    s->in_read_.store(false, std::memory_order_relaxed);
+    s->clock_mutex_.unlock();
+    s->drain_mutex_.unlock();
+    s->drain_wait_mutex_.unlock();
+    s->lifecycle_mutex_.unlock();
+  }
+  registry_mutex().unlock();
+}
 
 Sampler::Sampler(std::unique_ptr<Source> source, SamplerConfig config)
     : source_(std::move(source)),
@@ -96,6 +157,10 @@ Sampler::Sampler(std::unique_ptr<Source> source, SamplerConfig config)
   }
   store_ = make_store(n_channels_, config_.max_records);
   config_.max_records = store_->max_records();
+  static const int atfork = pthread_atfork(&Sampler::fork_prepare, &Sampler::fork_parent, &Sampler::fork_child);
+  if (atfork != 0) throw Error("pthread_atfork failed: " + std::to_string(atfork));
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  registry().push_back(this);
 }
 
 Sampler::~Sampler() {
@@ -104,11 +169,19 @@ Sampler::~Sampler() {
   } catch (...) {
     // Destructors must not throw; stop() only throws if joining fails.
   }
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  auto& r = registry();
+  r.erase(std::remove(r.begin(), r.end(), this), r.end());
 }
 
 void Sampler::start() {
   std::lock_guard<std::mutex> lock(lifecycle_mutex_);
   if (running_.load(std::memory_order_relaxed)) return;
+  if (inherited_) {
+    // Its storage pages are shared with the parent, which may still be appending.
+    throw InvalidArgument("this sampler was created before fork() and belongs to the parent process; "
+                          "create a new Sampler in this process");
+  }
   stop_requested_.store(false, std::memory_order_release);
   add_clock_pair();
   drain_thread_ = std::thread([this] { drain_loop(); });
@@ -209,12 +282,21 @@ void Sampler::sample_loop() noexcept {
   while (!stop_requested_.load(std::memory_order_acquire)) {
     sleep_until(deadline);
     if (stop_requested_.load(std::memory_order_acquire)) break;
+    in_read_.store(true, std::memory_order_seq_cst);  // pairs with fork_prepare
+    if (fork_hold_.load(std::memory_order_seq_cst)) {
+      // A fork is under way: stay out of the source until it is done (the
+      // deadlines passed meanwhile are skipped and counted below).
+      in_read_.store(false, std::memory_order_seq_cst);
+      while (fork_hold_.load(std::memory_order_acquire)) std::this_thread::yield();
+      continue;
+    }
 
     Record* slot = ring_.try_claim();
     double* out = slot != nullptr ? slot->values : scratch;
     const std::int64_t t0 = monotonic_ns();
     const std::int32_t status = source_->read(out, errors_);
     const std::int64_t t1 = monotonic_ns();
+    in_read_.store(false, std::memory_order_release);
     const std::uint64_t seq = next_seq_++;
     reads_.store(seq + 1, std::memory_order_relaxed);
     if (slot != nullptr) {
@@ -229,11 +311,15 @@ void Sampler::sample_loop() noexcept {
     }
 
     deadline += period_ns_;
+    // The next deadline must be no more than one period behind now (whole
+    // periods that went by are skipped, not caught up in a burst) and at least
+    // half a period after this read began (a read that was itself late, after
+    // a stall, is not followed by another one straight away). Every deadline
+    // skipped is counted as missed: reads + missed = elapsed periods.
     const std::int64_t now = monotonic_ns();
-    if (now >= deadline + period_ns_) {
-      // Whole periods went by without a read: count and skip them. The next
-      // read happens now-ish, late by less than one period; no burst.
-      const std::int64_t skipped = (now - deadline) / period_ns_;
+    const std::int64_t earliest = std::max(now - period_ns_ + 1, t0 + period_ns_ / 2);
+    if (deadline < earliest) {
+      const std::int64_t skipped = (earliest - deadline + period_ns_ - 1) / period_ns_;
       missed_.fetch_add(static_cast<std::uint64_t>(skipped), std::memory_order_relaxed);
       deadline += skipped * period_ns_;
     }

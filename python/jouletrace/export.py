@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ._safe_output import write_bytes
 from .errors import TraceFormatError
 from .kernels.alignment import Alignment, align, device_channels
 
@@ -101,11 +102,7 @@ def _write(path: str | os.PathLike[str], text: str) -> str:
     data = text.encode("utf-8")
     if path.endswith(".gz"):
         data = gzip.compress(data, mtime=0)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-    return path
+    return write_bytes(path, data)
 
 
 # ---------------------------------------------------------------------------------------------

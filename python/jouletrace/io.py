@@ -28,8 +28,10 @@ The JSON object has ``format`` = ``"jouletrace.recording"``,
 recording's whole ``metadata`` (including the sensor characterisation of
 :meth:`Recording.characterize`).
 
-Saving writes ``<path>.tmp-<pid>`` and renames it over ``path``, so a reader
-never sees a half-written file. Loading checks the format, the schema version
+Saving goes through :func:`jouletrace._safe_output.write_output`: a regular
+file is written to an unpredictable temporary name beside it and renamed over
+``path``, so a reader never sees a half-written file; a device or FIFO (such
+as ``/dev/null``) is written into, never replaced; a folder is refused. Loading checks the format, the schema version
 (a newer one is refused with the version to upgrade to), the presence, shape and
 dtype of every member (before it is read, against the sizes in the zip
 directory and the input budget of :mod:`jouletrace._input`), the types of the
@@ -51,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from ._input import input_budget, open_regular, too_large
+from ._safe_output import write_output
 from .errors import RecordingFormatError
 from .recording import Recording
 
@@ -144,20 +147,8 @@ def save(rec: Recording, path: str | os.PathLike[str], *, compress: bool = False
     for i, ch in enumerate(names):
         arrays[f"channel_{i:03d}"] = np.ascontiguousarray(rec[ch], dtype=np.float64)
     arrays["metadata_json"] = np.frombuffer(blob, dtype=np.uint8)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **arrays)  # type: ignore[operator]
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    writer = np.savez_compressed if compress else np.savez
+    return write_output(path, lambda f: writer(f, **arrays))  # type: ignore[operator]
 
 
 def _bad(path: str, what: str) -> RecordingFormatError:

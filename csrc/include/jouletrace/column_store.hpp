@@ -22,26 +22,50 @@
 
 namespace jouletrace {
 
-// One reserved range of address space (PROT_NONE) made readable and writable
-// in steps of `commit_step` bytes as it fills.
+// One column's memory: a range of address space that never moves once a
+// pointer into it is handed out, made usable in steps of `commit_step` bytes.
+//
+// The pages live in an anonymous memory file (memfd). The first mapping
+// reserves a little address space (kInitialReserve); when the column outgrows
+// it, the file is mapped again, twice as large, at a new address, and data()
+// returns the new mapping. The old mapping stays (until the buffer dies) and
+// shows the very same pages, so views handed out earlier stay valid and
+// nothing is copied; address space grows with the recording (at most twice
+// what it needs), not with `max_bytes`. Without memfd (very old kernels,
+// seccomp), the whole `max_bytes` is reserved up front as PROT_NONE instead.
+//
+// Pages are shared with a child after fork(): a forked child must not append
+// (Sampler refuses to restart there).
 class ReservedBuffer {
  public:
+  static constexpr std::size_t kInitialReserve = std::size_t{4} << 20;
+
   ReservedBuffer(std::size_t max_bytes, std::size_t commit_step);
   ~ReservedBuffer();
   ReservedBuffer(const ReservedBuffer&) = delete;
   ReservedBuffer& operator=(const ReservedBuffer&) = delete;
 
-  // Make [0, bytes) usable. False if over the reservation or mprotect failed.
+  // Consumer side. Make [0, bytes) usable. False if over `max_bytes` or the
+  // system refused (no memory, no address space); nothing changes then.
   bool ensure(std::size_t bytes) noexcept;
-  void* data() const noexcept { return base_; }
-  std::size_t reserved() const noexcept { return reserved_; }
+  // Any thread (acquire): the current mapping. Pointers from earlier calls stay valid.
+  void* data() const noexcept { return base_.load(std::memory_order_acquire); }
+  std::size_t reserved() const noexcept;  // address space held now, all mappings
   std::size_t committed() const noexcept { return committed_.load(std::memory_order_relaxed); }
 
  private:
-  void* base_ = nullptr;
-  std::size_t reserved_ = 0;
+  bool grow(std::size_t bytes) noexcept;
+
+  static constexpr int kMaxMappings = 64;  // doublings from 4 MiB to 2^40 * 8 bytes fit
+  int fd_ = -1;                            // the memfd; -1: one PROT_NONE reservation of max_bytes
+  std::atomic<void*> base_{nullptr};
+  std::size_t max_bytes_ = 0;
   std::size_t step_ = 0;
   std::atomic<std::size_t> committed_{0};
+  // Every mapping made (the last is base_); unmapped in the destructor. Consumer side only.
+  void* maps_[kMaxMappings] = {};
+  std::size_t map_bytes_[kMaxMappings] = {};
+  std::atomic<int> n_maps_{0};
 };
 
 class ColumnStore {

@@ -23,6 +23,17 @@ std::vector<std::string> list_dir(const std::string& path);
 
 // The running executable's real path (for `setcap ... <exe>` fixes).
 std::string self_exe();
+
+// A `setcap` fix for the interpreter `exe`, with what it costs: a file
+// capability applies to every program that interpreter runs, so the narrower
+// way (a copy of the interpreter in a virtual environment kept for jouletrace)
+// is shown beside it.
+inline std::string setcap_fix(const std::string& cap, const std::string& exe) {
+  return "`sudo setcap " + cap + "=ep " + exe + "` (this grants " + cap +
+         " to every script that interpreter runs; narrower: a dedicated virtual environment with its own copy "
+         "of the interpreter, `python3 -m venv --copies /opt/jouletrace-env && /opt/jouletrace-env/bin/pip install "
+         "jouletrace && sudo setcap " + cap + "=ep /opt/jouletrace-env/bin/python3`, used only for jouletrace)";
+}
 // "EACCES (Permission denied)".
 std::string errno_text(int err);
 

@@ -8,7 +8,10 @@
 // (clock_nanosleep TIMER_ABSTIME, optional spin before the deadline). A read
 // late by less than one period still happens (late); deadlines passed by a
 // whole period or more are counted as missed and skipped, never caught up in a
-// burst. Hence reads + missed_deadlines = elapsed periods. The thread never throws:
+// burst, and so is a deadline less than half a period after the start of the
+// read before it (after a stall, no two reads back to back). Hence reads +
+// missed_deadlines = elapsed periods, and consecutive reads start at least half
+// a period apart. The thread never throws:
 // errors go to an ErrorSlot that Python reads at its next call.
 #pragma once
 
@@ -46,6 +49,15 @@ class Sampler {
   // Lifecycle, from any one controlling thread. Both idempotent; stop() joins
   // both threads and drains the ring completely. A stopped sampler may be
   // started again: records keep appending to the same store.
+  //
+  // fork(): the threads of a running sampler do not exist in the child. Fork
+  // handlers (pthread_atfork, registered by the first Sampler) hold every
+  // sampler's locks across the fork, so none is copied locked, and in the child
+  // mark each sampler stopped and forget the parent's threads and condition
+  // variable without joining or destroying them. In the child, running() is
+  // false, stop() and the destructor return at once, what was recorded before
+  // the fork stays readable, and start() refuses (its storage pages are shared
+  // with the parent): a new Sampler samples afresh.
   void start();
   void stop();
   bool running() const noexcept { return running_.load(std::memory_order_acquire); }
@@ -76,6 +88,10 @@ class Sampler {
   void drain_locked() noexcept;
   void add_clock_pair();
   void sleep_until(std::int64_t deadline_ns) const noexcept;
+  // pthread_atfork handlers over every live sampler (see start()).
+  static void fork_prepare() noexcept;
+  static void fork_parent() noexcept;
+  static void fork_child() noexcept;
 
   std::unique_ptr<Source> source_;
   SamplerConfig config_;
@@ -90,6 +106,7 @@ class Sampler {
   std::mutex lifecycle_mutex_;  // start/stop
   std::atomic<bool> running_{false};
   std::atomic<bool> stop_requested_{false};
+  bool inherited_ = false;  // this process is a fork() child of the one that made it (lifecycle_mutex_)
 
   std::mutex drain_mutex_;  // serialises every consumer of ring_
   std::mutex drain_wait_mutex_;
@@ -99,6 +116,13 @@ class Sampler {
   mutable std::mutex clock_mutex_;
   std::vector<ClockPair> clock_pairs_;
   std::int64_t last_clock_pair_ns_ = 0;  // drain thread only
+
+  // Fork handshake (seq_cst, a Dekker pair): fork_prepare sets fork_hold_ then
+  // waits while in_read_; the sampler thread sets in_read_ then checks
+  // fork_hold_ before each read. So no fork copies a source mid-read (holding
+  // a lock of its library that the child could never take).
+  std::atomic<bool> fork_hold_{false};
+  std::atomic<bool> in_read_{false};
 
   // Written by the sampler thread only (relaxed: counters, not synchronisation).
   std::uint64_t next_seq_ = 0;  // sampler thread only

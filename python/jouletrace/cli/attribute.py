@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from .. import traces
+from .._safe_output import check_output
 from ..attribute import Attribution, attribute
 from ..errors import InvalidArgumentError
 from ..io import load
@@ -176,6 +177,8 @@ def format_csv(table: list[dict[str, Any]]) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.bootstrap < 0 or args.top < 1 or not 0.5 <= args.level < 1.0:
         raise InvalidArgumentError("--bootstrap must be >= 0, --top >= 1 and --level in [0.5, 1)")
+    if args.perfetto:
+        check_output(args.perfetto)  # a path it would refuse is refused before the work
     rec = load(args.file)
     kernels = traces.load(args.trace)
     result = attribute(rec, kernels, launches=not args.no_launches, bootstrap=args.bootstrap, level=args.level)

@@ -2,23 +2,29 @@
 
 Runs CMD as a child while every usable source (or the named ones) samples;
 at the end saves the recording and prints the energy table. Exits with the
-child's exit status (128 + N if a signal N ended it).
+child's exit status (128 + N if a signal N ended it). When the command
+succeeded but no recording could be saved (disk full, file size limit), it
+exits 74 (EX_IOERR); the energy table is printed either way.
 
-Signals: Ctrl-C at a terminal reaches the child directly (same process
-group); jouletrace waits for it to finish and still saves. SIGINT sent to
-jouletrace alone (not from the terminal), SIGTERM and SIGHUP are forwarded to
-the child. Either way the recording is saved.
+Signals: the command runs in its own process group. SIGINT, SIGTERM and SIGHUP
+sent to jouletrace are forwarded to that whole group (a shell's children too),
+and the recording is still saved. A signal that arrives before the command
+has started means it is not started: jouletrace exits 128 + N without
+recording. At a terminal the command's group is made the foreground group, so
+Ctrl-C reaches the command (once) and the command can read the terminal;
+jouletrace takes the terminal back when it ends. If jouletrace itself is
+killed (even with SIGKILL), the command receives SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .._safe_output import check_output, fallback_path
 from .._sampler import Sampler
 from ..errors import InvalidArgumentError, JouletraceError, SourceUnavailableError
 from ..measurement import counts_in_total
@@ -35,6 +42,8 @@ from ..sources import sources
 from ._summary import format_details, format_table, summarize
 
 _HARDWARE = ("nvml", "rapl")
+# The command succeeded but a recording could not be saved anywhere (sysexits EX_IOERR).
+EXIT_NOT_SAVED = 74
 
 
 def add_parser(sub: Any) -> None:
@@ -83,27 +92,31 @@ def _pick_sources(names: list[str] | None) -> list[str]:
     return picked
 
 
-def _check_output(output: str) -> str:
-    """Refuse an output path that cannot be written, before anything runs."""
-    p = Path(output)
-    if p.is_dir():
-        raise InvalidArgumentError(f"-o {output}: is a folder; name a file, e.g. -o {p / 'run.npz'}")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise InvalidArgumentError(f"-o {output}: the folder {parent} does not exist; create it or pick another path")
-    if not os.access(parent, os.W_OK):
-        raise InvalidArgumentError(f"-o {output}: the folder {parent} is not writable; pick another path")
-    return output
+def _save(rec: Recording, path: str, warnings: list[str]) -> str | None:
+    """Save; if that fails (disk full, folder removed), save in a new private folder instead.
 
-
-def _save(rec: Recording, path: str, warnings: list[str]) -> str:
-    """Save; if that fails (disk full, folder removed), save in the temporary folder instead."""
+    Returns where the recording went, or None (and a warning saying so) when
+    neither place could take it.
+    """
     try:
         return rec.save(path)
     except OSError as e:
-        fallback = os.path.join(tempfile.gettempdir(), f"jouletrace-{os.getpid()}-{Path(path).name}")
-        warnings.append(f"could not write {path} ({e.strerror or e}); saved the recording to {fallback} instead")
-        return rec.save(fallback)
+        first = f"could not write {path} ({e.strerror or e})"
+    fallback = None
+    try:
+        fallback = fallback_path(path)
+        saved = rec.save(fallback)
+    except OSError as e:
+        if fallback is not None:
+            try:
+                os.rmdir(os.path.dirname(fallback))  # the private folder, empty again
+            except OSError:
+                pass
+        warnings.append(f"{first}, nor a copy in the temporary folder ({e.strerror or e}): "
+                        "this recording is lost; the summary below is all that remains")
+        return None
+    warnings.append(f"{first}; saved the recording to {saved} instead")
+    return saved
 
 
 def _outputs(output: str, samplers: list[Sampler]) -> list[str]:
@@ -180,16 +193,104 @@ class _Status:
         sys.stderr.flush()
 
 
-def _in_terminal_foreground() -> bool:
-    """True when Ctrl-C at our terminal would also reach the child (same foreground group)."""
+# PR_SET_PDEATHSIG from <sys/prctl.h>.
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(parent_pid: int) -> Any:
+    """What the child does between fork and exec (kept to system calls: threads run in the parent)."""
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here, in the parent, before any fork
+    prctl = libc.prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+    def setup() -> None:
+        os.setpgid(0, 0)  # its own process group: signals reach it and everything it starts
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # jouletrace dies, even by SIGKILL -> SIGTERM
+        if os.getppid() != parent_pid:  # jouletrace died before the line above took effect
+            os._exit(128 + signal.SIGTERM)
+
+    return setup
+
+
+def _terminal_fd() -> int | None:
+    """Our controlling terminal's fd when jouletrace is in its foreground group, else None."""
+    for f in (sys.stdin, sys.stderr, sys.stdout):
+        try:
+            fd = f.fileno()
+            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
+                return fd
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
+
+
+def _give_terminal(fd: int | None, pgid: int) -> None:
+    """Make ``pgid`` the terminal's foreground group (ignoring SIGTTOU, as shells do)."""
+    if fd is None:
+        return
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     try:
-        fd = sys.stdin.fileno()
-        return os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp()
-    except (OSError, ValueError):
-        return False
+        os.tcsetpgrp(fd, pgid)
+    except OSError:
+        pass  # the terminal went away, or the group already ended: nothing to hand over
+    finally:
+        signal.signal(signal.SIGTTOU, old)
+
+
+def _killpg(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _Child:
+    """The command's process, shared between run() and the signal handler."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.signals: list[int] = []  # every SIGINT/SIGTERM/SIGHUP received, in order
+        self.forwarded = 0  # how many of them reached the child's group
+
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        self.signals.append(signum)
+        self.forward_pending()
+
+    def forward_pending(self) -> None:
+        p = self.proc
+        if p is None or p.returncode is not None:
+            return  # not started (run() sees the flag) or already ended
+        while self.forwarded < len(self.signals):
+            sig = self.signals[self.forwarded]
+            self.forwarded += 1
+            _killpg(p.pid, sig)
 
 
 def run(args: argparse.Namespace) -> int:
+    child = _Child()
+    # Installed first of all, and kept until the files are written: from here on an
+    # interrupt ends the command (or keeps it from starting), never the recording.
+    old = {sig: signal.signal(sig, child.on_signal) for sig in _SIGNALS}
+    try:
+        return _run(args, child)
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _interrupted_before_start(child: _Child, samplers: list[Sampler]) -> int:
+    for s in samplers:
+        s._stop_native()
+    sig = child.signals[0]
+    print(f"jouletrace record: {signal.Signals(sig).name} before the command started: not started, "
+          "nothing recorded", file=sys.stderr)
+    return 128 + sig
+
+
+def _run(args: argparse.Namespace, child: _Child) -> int:
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
@@ -198,88 +299,93 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     names = _pick_sources(args.sources)
-    outputs_check = _check_output(args.output)  # before the command runs, not after
+    check_output(args.output)  # before the command runs, not after
+    if child.signals:
+        return _interrupted_before_start(child, [])
     mon = Monitor(sources=names, rate_hz=args.rate)
     samplers = mon.samplers
-    outputs = _outputs(outputs_check, samplers)
+    outputs = _outputs(args.output, samplers)
+    for path in outputs:
+        check_output(path)
 
-    interrupted: list[int] = []
-    child: subprocess.Popen[bytes] | None = None
-
-    def forward(signum: int, _frame: Any) -> None:
-        interrupted.append(signum)
-        if child is None or child.poll() is not None:
-            return  # no child (yet, or any more): the recording is saved as usual
-        if signum == signal.SIGINT and _in_terminal_foreground():
-            return  # the terminal sent it to the child as well
-        try:
-            child.send_signal(signum)
-        except ProcessLookupError:
-            pass
-
-    # Installed before the child starts and kept until the files are written: an
-    # interrupt at any moment ends the command, never the recording.
-    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    mon.start()
+    _wait_first_update(samplers)  # so the command's start lies between two located counter updates
+    window = mon.begin_window("command")
+    t0 = window.t0_ns
+    if child.signals:
+        return _interrupted_before_start(child, samplers)
+    tty = _terminal_fd()
+    setup = _child_setup(os.getpid())
     try:
-        mon.start()
-        _wait_first_update(samplers)  # so the command's start lies between two located counter updates
-        window = mon.begin_window("command")
-        t0 = window.t0_ns
-        try:
-            child = subprocess.Popen(cmd)
-        except OSError as e:
-            for s in samplers:
-                s._stop_native()
-            print(f"jouletrace record: error: cannot run {cmd[0]!r}: {e.strerror or e}", file=sys.stderr)
-            return 127 if isinstance(e, FileNotFoundError) else 126
-
-        status = None
-        if not args.no_status and not args.json and sys.stderr.isatty():
-            status = _Status(samplers, t0)
-            status.start()
-        try:
-            rc = child.wait()
-        finally:
-            mon.end_window("command")
-            t1 = window.t1_ns
-            if status is not None:
-                status.finish()
-        # Keep sampling until the counter updates that bracket the end have landed (a few
-        # sensor periods at most: ~0.3 s on NVML, ~3 ms on RAPL). Interrupts meanwhile are
-        # absorbed by the handler: the files are written regardless.
-        window.resolve(wait=True)
-
-        exit_code = rc if rc >= 0 else 128 - rc
-        recordings: list[Recording] = []
-        warnings: list[str] = []
+        child.proc = subprocess.Popen(cmd, preexec_fn=setup)
+    except OSError as e:
         for s in samplers:
-            try:
-                s.stop()
-                rec = s.recording()
-            except JouletraceError as e:  # a device lost, a permission revoked: keep what was read
-                warnings.append(str(e))
-                got = getattr(e, "recording", None)
-                rec = got if isinstance(got, Recording) else s.recording()
-            rec.metadata["command"] = cmd
-            rec.metadata["exit_code"] = exit_code
-            rec.metadata["signals"] = [signal.Signals(x).name for x in interrupted]
-            rec.metadata["windows"] = [{"name": "command", "t0_ns": t0, "t1_ns": t1}]
-            recordings.append(rec)
-        saved = []
-        for path, rec in zip(outputs, recordings, strict=True):
-            saved.append(_save(rec, path, warnings))
+            s._stop_native()
+        print(f"jouletrace record: error: cannot run {cmd[0]!r}: {e.strerror or e}", file=sys.stderr)
+        return 127 if isinstance(e, FileNotFoundError) else 126
+    try:
+        os.setpgid(child.proc.pid, child.proc.pid)  # also here, so no signal can beat the child's own call
+    except OSError:
+        pass  # it has exec'd (and set it) already, or has ended
+    child.forward_pending()  # a signal that came while it was being started
+    if tty is not None:
+        _give_terminal(tty, child.proc.pid)
+        _killpg(child.proc.pid, signal.SIGCONT)  # had it touched the terminal before that, it stopped
+
+    status = None
+    if not args.no_status and not args.json and sys.stderr.isatty():
+        status = _Status(samplers, t0)
+        status.start()
+    try:
+        rc = child.proc.wait()
     finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-    summaries = [summarize(r, p) for r, p in zip(recordings, saved, strict=True)]
+        _give_terminal(tty, os.getpgrp())
+        mon.end_window("command")
+        t1 = window.t1_ns
+        if status is not None:
+            status.finish()
+    # Keep sampling until the counter updates that bracket the end have landed (a few
+    # sensor periods at most: ~0.3 s on NVML, ~3 ms on RAPL). Interrupts meanwhile are
+    # absorbed by the handler: the files are written regardless.
+    window.resolve(wait=True)
+
+    exit_code = rc if rc >= 0 else 128 - rc
+    recordings: list[Recording] = []
+    warnings: list[str] = []
+    for s in samplers:
+        try:
+            s.stop()
+            rec = s.recording()
+        except JouletraceError as e:  # a device lost, a permission revoked: keep what was read
+            warnings.append(str(e))
+            got = getattr(e, "recording", None)
+            rec = got if isinstance(got, Recording) else s.recording()
+        rec.metadata["command"] = cmd
+        rec.metadata["exit_code"] = exit_code
+        rec.metadata["signals"] = [signal.Signals(x).name for x in child.signals]
+        rec.metadata["windows"] = [{"name": "command", "t0_ns": t0, "t1_ns": t1}]
+        recordings.append(rec)
+    saved = [_save(rec, path, warnings) for path, rec in zip(outputs, recordings, strict=True)]
+    try:
+        summaries = [summarize(r, p or "(not saved)") for r, p in zip(recordings, saved, strict=True)]
+    except Exception as e:  # noqa: BLE001  (a summary must never cost the child's exit status)
+        warnings.append(f"could not compute the summary: {e}")
+        summaries = []
     for w in warnings:
         print(f"jouletrace record: warning: {w}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2))
-    else:
-        print(format_table(summaries), file=sys.stderr)
-        if args.verbose:
-            for rec in recordings:
-                print(format_details(rec), file=sys.stderr)
-        print(f"jouletrace record: saved {', '.join(saved)}", file=sys.stderr)
+    if summaries:
+        if args.json:
+            print(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2))
+        else:
+            print(format_table(summaries), file=sys.stderr)
+            if args.verbose:
+                for rec in recordings:
+                    print(format_details(rec), file=sys.stderr)
+    done = [p for p in saved if p is not None]
+    if done:
+        print(f"jouletrace record: saved {', '.join(done)}", file=sys.stderr)
+    if len(done) < len(saved):
+        print("jouletrace record: error: not every recording could be saved (see above)", file=sys.stderr)
+        if exit_code == 0:
+            return EXIT_NOT_SAVED
     return exit_code

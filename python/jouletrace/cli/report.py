@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
+from .._safe_output import check_output, write_output
 from ..io import load
 from ..recording import Recording
 from ._summary import format_csv, format_details, format_table, summarize
@@ -62,12 +64,17 @@ def plot(recordings: list[Recording], path: str, size: tuple[float, float] = (12
     if ax.lines:
         ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    fmt = os.path.splitext(path)[1][1:].lower() or "png"
+    try:
+        write_output(path, lambda fh: fig.savefig(fh, dpi=dpi, format=fmt))
+    finally:
+        plt.close(fig)
     return fig
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plot:
+        check_output(args.plot)  # a path it would refuse is refused before any work
     recs = [load(f) for f in args.files]
     summaries = [summarize(r, f) for r, f in zip(recs, args.files, strict=True)]
     if args.json:
