@@ -10,6 +10,13 @@ venv=${JOULETRACE_VENV:-$root/.venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q ".[test]"
+# The HTML report test renders the page in a real headless browser. As root on a Debian/Ubuntu
+# machine without one (CI on a fresh clone), install Chromium once; no recommends keeps it quick.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null \
+    && ! command -v chromium-browser >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
+    >/dev/null || echo "warning: could not install chromium; the HTML report test will be skipped" >&2
+fi
 PATH="$venv/bin:$PATH" PYTHON="$venv/bin/python" bash tests/native/run.sh
 # The extension itself under ASan/UBSan, through the sampler tests.
 PATH="$venv/bin:$PATH" PYTHON="$venv/bin/python" bash tests/native/asan_python.sh

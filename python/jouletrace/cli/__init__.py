@@ -12,13 +12,14 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import JouletraceError
-from . import attribute, demo, info, record, report
+from . import attribute, compare, demo, info, record, report
 
 _COMMANDS = {
     "info": info,
     "record": record,
     "report": report,
     "attribute": attribute,
+    "compare": compare,
     "demo": demo,
 }
 

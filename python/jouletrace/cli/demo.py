@@ -24,6 +24,7 @@ from .. import traces
 from .._core import monotonic_ns
 from .._sampler import Sampler
 from ..attribute import attribute
+from ..io import load as jouletrace_load
 from ..sim import SimGPU
 from ..traces.synth import write_kineto_json
 from . import attribute as attribute_cmd
@@ -55,10 +56,25 @@ def add_parser(sub: Any) -> None:
                    help="confidence level of the per-name intervals (default 0.99: the demo checks every name)")
 
 
-def schedule(t0_ns: int, seconds: float, rng: np.random.Generator) -> dict[str, Any]:
-    """Kernel launches of a training-like run from ``t0_ns`` (CLOCK_MONOTONIC), and its steps."""
+#: The second, cheaper configuration: mixed precision makes the matmul and attention kernels
+#: run this much faster, at about the same power (a time effect in `compare`).
+CHEAPER = {"sgemm": 0.55, "flash_attn": 0.6}
+
+#: Tokens per sample (sequence length) and samples per step (batch size) before the batch grows.
+SEQ_LEN, BATCH = 512, 8
+
+
+def schedule(t0_ns: int, seconds: float, rng: np.random.Generator,
+             speed: dict[str, float] | None = None) -> dict[str, Any]:
+    """Kernel launches of a training-like run from ``t0_ns`` (CLOCK_MONOTONIC), and its steps.
+
+    ``speed`` maps a substring of kernel names to a factor on their durations (a cheaper
+    configuration). Each step carries its work: ``(name, t0, t1, {"tokens", "samples"})``.
+    """
     names = list(KERNELS)
     dur = np.array([KERNELS[n][0] for n in names]) * 1e3
+    for key, f in (speed or {}).items():
+        dur *= np.array([f if key in n else 1.0 for n in names])
     watts = np.array([KERNELS[n][1] for n in names])
     phase = [KERNELS[n][2] for n in names]
     fwd = [i for i, p in enumerate(phase) if p == "fwd"]
@@ -68,6 +84,7 @@ def schedule(t0_ns: int, seconds: float, rng: np.random.Generator) -> dict[str, 
     t = int(t0_ns)
     end = t0_ns + int(seconds * 1e9)
     step = 0
+    win_start = t
     while True:
         frac = (t - t0_ns) / max(end - t0_ns, 1)
         scale = 1.0 if frac < 0.5 else 1.6  # batch size grows halfway: longer kernels
@@ -101,14 +118,19 @@ def schedule(t0_ns: int, seconds: float, rng: np.random.Generator) -> dict[str, 
         E.append(st + d)
         N.append(np.asarray(seq))
         steps.append(("eval " if evaluating else "step ") + str(step + 1))
-        steps.append((int(t), step_end))
+        batch = int(BATCH * scale)
+        # A step's window opens where the previous one closed: it holds the data loading
+        # before its kernels, as `with window("step")` around the whole loop body would.
+        steps.append((win_start, step_end, {"tokens": batch * SEQ_LEN, "samples": batch}))
+        win_start = step_end
         step += 1
         t = step_end + int(rng.integers(8_000_000, 30_000_000))  # data loading: the GPU idles
     start, stop, nid = np.concatenate(S), np.concatenate(E), np.concatenate(N).astype(np.int32)
     kernel_w = watts[nid] * np.maximum(rng.normal(1.0, 0.05, nid.size), 0.0)
     return {
         "names": names, "start": start, "end": stop, "name_id": nid, "watts": kernel_w,
-        "steps": [(steps[i], *steps[i + 1]) for i in range(0, len(steps), 2)],
+        "steps": [(steps[i], *steps[i + 1][:2]) for i in range(0, len(steps), 2)],
+        "work": [steps[i + 1][2] for i in range(0, len(steps), 2)],
     }
 
 
@@ -132,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         rec.metadata["command"] = ["jouletrace", "demo"]
         rec.metadata["exit_code"] = 0
         rec.metadata["windows"] = [{"name": "command", "t0_ns": t_run[0], "t1_ns": t_run[1]}] + [
-            {"name": n, "t0_ns": a, "t1_ns": b} for n, a, b in plan["steps"]
+            {"name": n, "t0_ns": a, "t1_ns": b, "work": w} for (n, a, b), w in zip(plan["steps"], plan["work"], strict=True)
         ]
         rec_path = rec.save(out / "demo.npz")
 
@@ -205,6 +227,59 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out / 'demo-perfetto.json.gz'} (open it in https://ui.perfetto.dev)")
         print(f"wrote {rec_path} and {trace_path}: try `jouletrace report {rec_path}` and "
               f"`jouletrace attribute {rec_path} --trace {trace_path}`")
-        if os.environ.get("JOULETRACE_DEMO_STRICT"):
-            return 0 if covered >= 0.9 and misses == 0 else 1
+        truth_a = _true_per_token(sim, plan)
+    # 5. A second model: the same loop in a cheaper configuration, then `compare` of the two.
+    seconds_b = max(3.0, args.seconds / 3)
+    print(f"\n Second run: the same training loop with faster matmul and attention kernels "
+          f"(mixed precision), {seconds_b:g} s ...")
+    b_rec, b_trace, truth_b = _record(out / "demo-cheaper", seconds_b, args.rate, np.random.default_rng(args.seed + 100),
+                                      idle_w, speed=CHEAPER)
+    from ..analysis.compare import Run, compare, format_text
+    from ..analysis.report_html import render, write_atomic
+
+    doc = compare([Run(jouletrace_load(rec_path), traces.load(trace_path), label="demo", path=rec_path,
+                       trace_path=str(trace_path)),
+                   Run(jouletrace_load(b_rec), traces.load(b_trace), label="demo-cheaper", path=b_rec,
+                       trace_path=str(b_trace))],
+                  projection={"rate_per_s": 1e4, "price_per_kwh": 0.15, "currency": "USD", "region": "WORLD"})
+    print(" Compare (what `jouletrace compare demo.npz:demo-trace.json.gz demo-cheaper.npz:demo-cheaper-trace.json.gz "
+          "--rate 1e4/s --price 0.15 --region WORLD` prints):")
+    print(format_text(doc))
+    ratio = doc["runs"][1]["ratio"]["value"]
+    true_ratio = truth_b / truth_a
+    print(f"\n   energy per token, cheaper / baseline: measured {ratio:.4f}, truth {true_ratio:.4f} "
+          f"(error {(ratio - true_ratio) / true_ratio:+.2%}; truth from the simulation)")
+    write_atomic(str(out / "demo-compare.html"), render(doc))
+    print(f"wrote {out / 'demo-compare.html'} (the comparison as a self-contained page)")
+    if os.environ.get("JOULETRACE_DEMO_STRICT"):
+        return 0 if covered >= 0.9 and misses == 0 and abs(ratio / true_ratio - 1) < 0.02 else 1
     return 0
+
+
+def _true_per_token(sim: SimGPU, plan: dict[str, Any]) -> float:
+    a = np.array([x for _, x, _ in plan["steps"]])
+    b = np.array([x for _, _, x in plan["steps"]])
+    return float(np.sum(sim.true_energy(a, b))) / sum(w["tokens"] for w in plan["work"])
+
+
+def _record(stem: Path, seconds: float, rate: float, rng: np.random.Generator, idle_w: float,
+            speed: dict[str, float] | None = None) -> tuple[str, Path, float]:
+    """One simulated run: the recording (windows with work) and its trace; the true J per token."""
+    with SimGPU(update_period_s=0.02, avg_window_s=0.01, idle_w=idle_w,
+                names=["NVIDIA A100-SXM4-80GB (simulated)"]) as sim:
+        t0 = monotonic_ns() + 300_000_000
+        plan = schedule(t0, seconds, rng, speed=speed)
+        sim.add_segments(plan["start"], plan["end"], plan["watts"])
+        with Sampler("sim", rate_hz=rate, sim=sim) as s:
+            time.sleep(max(0.0, (int(plan["end"].max()) - monotonic_ns()) * 1e-9) + 0.3)
+        rec = s.recording()
+        rec.metadata["windows"] = [
+            {"name": n, "t0_ns": a, "t1_ns": b, "work": w} for (n, a, b), w in zip(plan["steps"], plan["work"], strict=True)]
+        path = rec.save(str(stem) + ".npz")
+        epoch = rec.to_epoch_ns(plan["start"])
+        table = traces.KernelTable(epoch, rec.to_epoch_ns(plan["end"]), np.zeros(epoch.size, np.int32),
+                                   plan["name_id"], plan["names"], stream=np.full(epoch.size, 7),
+                                   correlation=np.arange(epoch.size, dtype=np.int64) + 1)
+        trace = Path(str(stem) + "-trace.json.gz")
+        write_kineto_json(trace, table, base_time_ns=int(epoch.min()) // 10**9 * 10**9, gz=True)
+        return path, trace, _true_per_token(sim, plan)
