@@ -112,6 +112,8 @@ class Sampler:
         self._stopped_at_ns: int | None = None
         #: (stop, restart) CLOCK_MONOTONIC ns of every pause: nothing was read in between.
         self._pauses: list[list[int]] = []
+        #: Set by a Monitor that owns this sampler: its windows go into every recording's metadata.
+        self._windows_provider: Any = None
 
     def _make_nvml(self, source: str, opts: dict[str, Any], common: dict[str, Any]) -> Any:
         gpus = opts.pop("gpus", None)
@@ -270,6 +272,8 @@ class Sampler:
         err = self._native.error()
         if err is not None:
             meta["error"] = err[1]
+        if self._windows_provider is not None:
+            meta["windows"] = self._windows_provider(self)
         return Recording(
             t_ns=cols["t_ns"],
             t_before_ns=cols["t_before_ns"],

@@ -15,6 +15,7 @@ __all__ = [
     "InvalidArgumentError",
     "TraceFormatError",
     "RecordingFormatError",
+    "MeasurementUnavailableWarning",
 ]
 
 
@@ -52,3 +53,11 @@ class TraceFormatError(JouletraceError, ValueError):
 
 class RecordingFormatError(JouletraceError, ValueError):
     """A saved recording is truncated, corrupt or from a newer jouletrace."""
+
+
+class MeasurementUnavailableWarning(UserWarning):
+    """Nothing can be measured here; the default Monitor's windows are marked unavailable.
+
+    Issued once per process by ``jouletrace.window`` (the default Monitor) when no
+    energy source is usable, instead of failing the instrumented program.
+    """

@@ -53,6 +53,10 @@ class WindowEnergies:
     #: The edge model each counter's bound used ("aligned" or "independent"), and why.
     edges: dict[str, str] = field(default_factory=dict)
     edges_reason: dict[str, str] = field(default_factory=dict)
+    #: GPU UUID per key (GPUs only), as NVML reports it.
+    uuid: dict[str, str] = field(default_factory=dict)
+    #: Window names, when the windows have them (``Monitor`` windows).
+    names: list[str | None] | None = None
 
     def __len__(self) -> int:
         return int(self.t0_ns.shape[0])
@@ -92,7 +96,10 @@ class WindowEnergies:
 
     def measurement(self, i: int, name: str | None = None) -> Measurement:
         """Window ``i`` as a :class:`Measurement`."""
+        if name is None and self.names is not None:
+            name = self.names[i]
         m = Measurement(name=name, t0_ns=int(self.t0_ns[i]), t1_ns=int(self.t1_ns[i]))
+        m.uuid = dict(self.uuid)
         m._fill(
             {k: float(v[i]) for k, v in self.energy_j.items()},
             {k: float(v[i]) for k, v in self.uncertainty_j.items()},
@@ -108,6 +115,37 @@ class WindowEnergies:
 
     def __iter__(self) -> Iterator[Measurement]:
         return (self.measurement(i) for i in range(len(self)))
+
+    def renamed(self, keys: dict[str, str]) -> WindowEnergies:
+        """The same energies with device keys renamed (``{"gpu2": "gpu0"}``); others kept."""
+        def ren(d: dict[str, Any]) -> dict[str, Any]:
+            return {keys.get(k, k): v for k, v in d.items()}
+
+        return WindowEnergies(
+            t0_ns=self.t0_ns, t1_ns=self.t1_ns, energy_j=ren(self.energy_j), uncertainty_j=ren(self.uncertainty_j),
+            flags=ren(self.flags), method=ren(self.method), channel=ren(self.channel), uuid=ren(self.uuid),
+            names=self.names, sensor_model=ren(self.sensor_model), edges=ren(self.edges),
+            edges_reason=ren(self.edges_reason),
+        )
+
+    def to_pandas(self) -> Any:
+        """One row per window: ``name`` (if known), ``t0_ns``, ``t1_ns``, ``duration_s``,
+        ``total_j``, ``total_uncertainty_j``, then ``<key>.energy_j``, ``<key>.uncertainty_j``
+        and ``<key>.flags`` (flag names joined by ``|``) per device key. Needs pandas."""
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError("WindowEnergies.to_pandas needs pandas: pip install pandas") from exc
+        cols: dict[str, Any] = {}
+        if self.names is not None:
+            cols["name"] = list(self.names)
+        cols.update(t0_ns=self.t0_ns, t1_ns=self.t1_ns, duration_s=self.duration_s,
+                    total_j=self.total_j, total_uncertainty_j=self.total_uncertainty_j)
+        for k in self.energy_j:
+            cols[f"{k}.energy_j"] = self.energy_j[k]
+            cols[f"{k}.uncertainty_j"] = self.uncertainty_j[k]
+            cols[f"{k}.flags"] = ["|".join(flag_names(int(f))) for f in self.flags[k]]
+        return pd.DataFrame(cols)
 
     def merge(self, other: WindowEnergies) -> None:
         """Add another source's keys for the same windows (a clashing key gets a suffix)."""
@@ -127,6 +165,8 @@ class WindowEnergies:
             if k in other.edges:
                 self.edges[key] = other.edges[k]
                 self.edges_reason[key] = other.edges_reason.get(k, "")
+            if k in other.uuid:
+                self.uuid[key] = other.uuid[k]
 
 
 class Measurement:
@@ -140,7 +180,14 @@ class Measurement:
 
     A Measurement from :class:`jouletrace.Monitor` is computed on first use of
     an energy attribute (so that ``end_window`` costs microseconds); that first
-    use may wait for the sensor's next updates (see :meth:`resolve`).
+    use may block for up to about three sensor update periods after the window's
+    end (~0.3 s on NVML) while the sensor's next updates arrive (see
+    :meth:`resolve`); ``ready`` says whether it would.
+
+    Also: ``uuid`` (GPU UUID per key), ``work`` (units of work done, e.g.
+    tokens) and :meth:`energy_per`, ``provisional`` (computed without waiting:
+    may still change), ``available`` / ``unavailable_reason`` (nothing could be
+    measured here: energies NaN, bounds infinite).
     """
 
     def __init__(self, name: str | None = None, t0_ns: int = 0, t1_ns: int | None = None) -> None:
@@ -155,6 +202,14 @@ class Measurement:
         #: Per counter key: the sensor model its bound assumed, and the edge model used.
         self.sensor_model: dict[str, dict[str, Any]] = {}
         self.edges: dict[str, str] = {}
+        self._ready: Callable[[int], bool] | None = None
+        self._work: dict[str, float] = {}
+        #: GPU UUID per device key.
+        self.uuid: dict[str, str] = {}
+        #: True when computed without waiting for the updates after the end (values may change).
+        self.provisional = False
+        #: Why nothing was measured (no usable source here), else None.
+        self.unavailable_reason: str | None = None
 
     # -- state ---------------------------------------------------------------------
     @property
@@ -164,8 +219,38 @@ class Measurement:
 
     @property
     def resolved(self) -> bool:
-        """True once the energies are known."""
+        """True once the energies are known (perhaps ``provisional``)."""
         return self._energy is not None
+
+    @property
+    def ready(self) -> bool:
+        """Whether reading the energies now returns at once (final values, no waiting)."""
+        if self._energy is not None and not self.provisional:
+            return True
+        if self.t1_ns is None:
+            return False
+        return self._ready is None or self._ready(self.t1_ns)
+
+    @property
+    def available(self) -> bool:
+        """False when nothing could measure this window (``unavailable_reason`` says why)."""
+        return self.unavailable_reason is None
+
+    # -- work ------------------------------------------------------------------------
+    def add_work(self, **units: float) -> Measurement:
+        """Add units of work done in the window (``m.add_work(tokens=4096, samples=8)``)."""
+        for k, v in units.items():
+            self._work[k] = self._work.get(k, 0.0) + float(v)
+        return self
+
+    @property
+    def work(self) -> dict[str, float]:
+        return dict(self._work)
+
+    def energy_per(self, unit: str) -> float:
+        """Total joules per unit of work (``m.energy_per("tokens")``); NaN if none was recorded."""
+        n = self._work.get(unit, 0.0)
+        return self.total_j / n if n > 0 else float("nan")
 
     def _fill(
         self,
@@ -187,7 +272,7 @@ class Measurement:
         for the counter updates that bracket its end; ``wait=False`` computes
         at once, extrapolating past the last update (flag ``extrapolated``).
         """
-        if self._energy is not None:
+        if self._energy is not None and not (wait and self.provisional):
             return self
         if self.t1_ns is None:
             raise RuntimeError(f"window {self.name!r} is still open; end it before reading its energy")
@@ -232,16 +317,21 @@ class Measurement:
         """Every flag set on any key, in :data:`FLAG_NAMES` order."""
         self._need()
         seen = {f for fl in self._flags.values() for f in fl}
-        return tuple(n for n in FLAG_NAMES.values() if n in seen)
+        extra = ("provisional",) * self.provisional + ("unavailable",) * (self.unavailable_reason is not None)
+        return tuple(n for n in FLAG_NAMES.values() if n in seen) + extra
 
     @property
     def total_j(self) -> float:
         self._need()
+        if self.unavailable_reason is not None:
+            return float("nan")
         return float(sum(v for k, v in (self._energy or {}).items() if counts_in_total(k)))
 
     @property
     def total_uncertainty_j(self) -> float:
         self._need()
+        if self.unavailable_reason is not None:
+            return float("inf")
         return float(sum(v for k, v in self._unc.items() if counts_in_total(k)))
 
     @property
@@ -266,6 +356,10 @@ class Measurement:
             "method": self.method,
             "sensor_model": self.sensor_model,
             "edges": self.edges,
+            "uuid": dict(self.uuid),
+            "work": self.work,
+            "provisional": self.provisional,
+            "unavailable_reason": self.unavailable_reason,
         }
 
     # -- text ------------------------------------------------------------------------
@@ -274,7 +368,11 @@ class Measurement:
         if self.t1_ns is None:
             return f"{title}: open (started at {self.t0_ns} ns)"
         self._need()
+        if self.unavailable_reason is not None:
+            return f"{title}: {self.duration_s:.6g} s, energy unavailable ({self.unavailable_reason})"
         lines = [f"{title}: {self.duration_s:.6g} s, {_pm(self.total_j, self.total_uncertainty_j)} J total"]
+        if self.provisional:
+            lines[0] += " (provisional: computed before the sensor updated after the end)"
         width = max((len(k) for k in self._energy or {}), default=0)
         for k, e in (self._energy or {}).items():
             note = self._method.get(k, "")

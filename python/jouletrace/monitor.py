@@ -31,14 +31,43 @@ computes at once instead, extrapolating past the last update (flag
 window, is called at both edges before the clock is read, so that the window
 covers the GPU work queued inside it.
 
-Ended windows are kept (``measurements()``) until ``clear()``.
+Reading a window's energy right after it ends therefore blocks for up to
+about ``wait_updates`` sensor periods (~0.3 s on a 100 ms NVML sensor);
+``Measurement.ready`` says without blocking whether it would, and
+``resolve(wait=False)`` returns at once with values marked ``provisional``
+(replaced by the final ones on the next waiting read).
+
+Ended windows are kept (``measurements()``) until ``clear()``, and every
+recording the Monitor hands over (``recording()``, ``recordings()``, or a
+sampler's ``recording()``) carries them in ``metadata["windows"]``: name,
+edges, work units, and the energies once computed.
+
+GPUs are chosen as the framework numbers them (``gpus="visible"``, the
+default: ``CUDA_VISIBLE_DEVICES``; ``"local"``: the rank's own GPU from
+``LOCAL_RANK``; ``"all"``: every GPU by NVML index; see
+:mod:`jouletrace.sampling.devices`). Results are keyed ``gpu<framework index>``
+and ``WindowEnergies.uuid`` / ``Measurement.uuid`` give each key's GPU UUID.
+
+``stop()`` ends sampling; ``begin_window`` on a stopped Monitor raises
+:class:`InvalidArgumentError` (a window there would have no samples) until
+``start()`` is called again, which resumes sampling (the gap is recorded as a
+pause).
+
+With ``unavailable="warn"`` (what ``jouletrace.window`` uses), a Monitor that
+finds no usable source warns once per process
+(:class:`jouletrace.errors.MeasurementUnavailableWarning`) and its windows are
+marked unavailable (``Measurement.available`` False, energies NaN, the reason
+in ``unavailable_reason``) instead of raising; sources named explicitly
+(``sources=[...]``) still raise.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
@@ -46,20 +75,32 @@ from typing import Any
 import numpy as np
 
 from ._sampler import Sampler
-from .errors import InvalidArgumentError, SourceUnavailableError
+from .errors import InvalidArgumentError, JouletraceError, MeasurementUnavailableWarning, SourceUnavailableError
 from .measurement import Measurement, WindowEnergies
 from .recording import Recording
+from .sampling.devices import GpuDevice, select_gpus
 
 __all__ = ["Monitor"]
 
 # How long to assume a sensor period is before one has been seen (NVML's slowest).
 _DEFAULT_PERIOD_S = 0.1
 
+#: Options every sampler takes.
+_SAMPLER_OPTIONS = frozenset({"ring_capacity", "spin_us", "drain_period_s", "max_samples"})
+#: Options of one kind of source.
+_GPU_OPTIONS = frozenset({"nvml_library", "timestamps"})
+_RAPL_OPTIONS = frozenset({"dev_cpu_root", "powercap_root", "perf_root", "cpu_sysfs_root", "cpuinfo_path"})
+
+_warned_unavailable = False
+
 
 class Monitor:
     """Runs the usable samplers together and measures named windows over them.
 
-    * ``gpus``: ``"all"`` (default), a list of NVML indices, or None for no GPU.
+    * ``gpus``: ``"visible"`` (default: the GPUs ``CUDA_VISIBLE_DEVICES`` leaves
+      visible, keyed by the framework's index), ``"local"`` (this rank's GPU,
+      from ``LOCAL_RANK``), ``"all"`` (every GPU, by NVML index), a list of
+      framework indices, or None for no GPU (:mod:`jouletrace.sampling.devices`).
     * ``cpu``: sample RAPL (package, cores, DRAM, psys) when it is usable here.
     * ``rate_hz``: sampling rate of every sampler.
     * ``sim``: a :class:`jouletrace.sim.SimGPU` to use instead of NVML.
@@ -73,17 +114,24 @@ class Monitor:
       changes what it does, so their bound allows a power step at each edge that the
       sensor never showed (:mod:`jouletrace.integrate`, "Aligned edges");
       ``"independent"`` for windows placed without regard to the load.
-    * further keyword arguments go to every :class:`jouletrace.Sampler`.
+    * ``unavailable``: ``"raise"`` (default) or ``"warn"`` (see the module docstring).
+    * further keyword arguments: sampler options (``ring_capacity``, ``spin_us``,
+      ``drain_period_s``, ``max_samples``) go to every :class:`jouletrace.Sampler`;
+      GPU options (``nvml_library``, ``timestamps``) to the GPU sampler only and
+      RAPL roots (``dev_cpu_root``, ``powercap_root``, ``perf_root``,
+      ``cpu_sysfs_root``, ``cpuinfo_path``) to the RAPL sampler only; each is used
+      to decide whether its source is usable. Any other name is an error.
 
     Sources asked for but not usable here (no GPU, RAPL not readable) are
     skipped and listed in ``skipped`` with the reason; if none is usable,
-    :class:`SourceUnavailableError` says why for each. Use as a context manager
-    or ``start()`` / ``stop()``; ``begin_window`` starts it if needed.
+    :class:`SourceUnavailableError` says why for each (or, with
+    ``unavailable="warn"``, a warning). Use as a context manager or
+    ``start()`` / ``stop()``; ``begin_window`` starts it if needed.
     """
 
     def __init__(
         self,
-        gpus: str | int | Sequence[int] | None = "all",
+        gpus: str | int | Sequence[int] | None = "visible",
         cpu: bool = True,
         rate_hz: float = 1000.0,
         *,
@@ -93,6 +141,7 @@ class Monitor:
         wait_updates: int = 3,
         edges: str = "aligned",
         source_options: dict[str, dict[str, Any]] | None = None,
+        unavailable: str = "raise",
         **sampler_options: Any,
     ) -> None:
         self.rate_hz = float(rate_hz)
@@ -101,10 +150,35 @@ class Monitor:
         if edges not in ("aligned", "independent"):
             raise InvalidArgumentError(f"edges must be 'aligned' or 'independent', got {edges!r}")
         self.edges = edges
+        if unavailable not in ("raise", "warn"):
+            raise InvalidArgumentError(f"unavailable must be 'raise' or 'warn', got {unavailable!r}")
+        unknown = set(sampler_options) - _SAMPLER_OPTIONS - _GPU_OPTIONS - _RAPL_OPTIONS
+        if unknown:
+            raise InvalidArgumentError(
+                f"unknown Monitor option(s): {', '.join(sorted(unknown))}; sampler options: "
+                f"{', '.join(sorted(_SAMPLER_OPTIONS))}; GPU: {', '.join(sorted(_GPU_OPTIONS))}; "
+                f"RAPL: {', '.join(sorted(_RAPL_OPTIONS))}"
+            )
         #: Source name -> why it was not used.
         self.skipped: dict[str, str] = {}
+        #: The GPUs sampled, keyed as the framework keys them (empty without a GPU sampler).
+        self.devices: list[GpuDevice] = []
+        #: Why nothing is measured (``unavailable="warn"`` and no usable source), else None.
+        self.unavailable_reason: str | None = None
         self._source_options = {k: dict(v) for k, v in (source_options or {}).items()}
-        self._samplers: list[Sampler] = self._make_samplers(gpus, cpu, sim, sources, sampler_options)
+        try:
+            self._samplers: list[Sampler] = self._make_samplers(gpus, cpu, sim, sources, sampler_options)
+        except SourceUnavailableError as e:
+            if unavailable == "raise" or sources is not None:
+                raise
+            self._samplers = []
+            self.unavailable_reason = str(e)
+            _warn_unavailable(str(e))
+        # Per sampler: its own device key -> the key in results (gpu<NVML index> -> gpu<framework index>).
+        self._rename: list[dict[str, str]] = [self._renames_for(s) for s in self._samplers]
+        for s in self._samplers:
+            s._windows_provider = self._windows_metadata  # noqa: SLF001  (windows in every recording)
+        self._stopped = False
         self._lock = threading.Lock()  # guards the window lists; held for microseconds
         self._resolve_lock = threading.RLock()  # one batch computation (and recording read) at a time
         self._open: dict[tuple[int, str], list[Measurement]] = {}
@@ -124,58 +198,113 @@ class Monitor:
     ) -> list[Sampler]:
         from .sources import sources as probe
 
+        common = {k: v for k, v in opts.items() if k in _SAMPLER_OPTIONS}
+        gpu_opts = {k: v for k, v in opts.items() if k in _GPU_OPTIONS}
+        rapl_opts = {k: v for k, v in opts.items() if k in _RAPL_OPTIONS}
         usable = {s.name: s for s in probe()}
         made: list[Sampler] = []
         if sources is not None:
             for name in sources:
-                own = {**opts, **self._source_options.get(name, {})}
-                if name == "sim":
-                    made.append(Sampler("sim", rate_hz=self.rate_hz, sim=sim, **own))
+                own = {**common, **self._source_options.get(name, {})}
+                if name in ("nvml", "sim"):
+                    own = {**gpu_opts, **own}
+                    if name == "sim":
+                        own.pop("nvml_library", None)
+                    info = usable.get(name)
+                    default_lib = own.get("nvml_library") is None and not os.environ.get("JOULETRACE_NVML_LIBRARY")
+                    if name == "nvml" and default_lib and info is not None and not info.usable:
+                        fix = f" (fix: {info.fix})" if info.fix else ""
+                        raise SourceUnavailableError(f"source {name!r} is not usable here: {info.reason}{fix}")
+                    made.append(self._gpu_sampler(name, gpus, sim, own))
                     continue
+                if name.startswith("rapl"):
+                    own = {**rapl_opts, **own}
                 info = usable.get(name)
-                if name not in self._source_options and info is not None and not info.usable:
+                custom = name in self._source_options or (name.startswith("rapl") and rapl_opts)
+                if not custom and info is not None and not info.usable:
                     fix = f" (fix: {info.fix})" if info.fix else ""
                     raise SourceUnavailableError(f"source {name!r} is not usable here: {info.reason}{fix}")
                 # With options of its own (other roots), the source is tried as given: its
                 # constructor says precisely what is wrong if it cannot be used.
                 made.append(Sampler(name, rate_hz=self.rate_hz, **own))
             return made
-        gpu_list: list[int] | None
-        if gpus is None or gpus is False or (isinstance(gpus, (list, tuple)) and len(gpus) == 0):
-            gpu_list, want_gpu = None, False
-        elif isinstance(gpus, str):
-            if gpus != "all":
-                raise InvalidArgumentError(f"gpus must be 'all', a list of indices or None, got {gpus!r}")
-            gpu_list, want_gpu = None, True
-        elif gpus is True:
-            gpu_list, want_gpu = None, True
-        elif isinstance(gpus, int):
-            gpu_list, want_gpu = [gpus], True
-        else:
-            gpu_list, want_gpu = [int(g) for g in gpus], True
+        want_gpu = not (gpus is None or gpus is False or (isinstance(gpus, (list, tuple)) and len(gpus) == 0))
+        if gpus is True:
+            gpus = "visible"
+        if isinstance(gpus, str) and gpus not in ("visible", "local", "all"):
+            raise InvalidArgumentError(
+                f"gpus must be 'visible', 'local', 'all', a list of indices or None, got {gpus!r}"
+            )
         if want_gpu:
-            gpu_opts = dict(opts)
-            if gpu_list is not None:
-                gpu_opts["gpus"] = gpu_list
+            own = {**common, **gpu_opts, **self._source_options.get("sim" if sim is not None else "nvml", {})}
             if sim is not None:
-                made.append(Sampler("sim", rate_hz=self.rate_hz, sim=sim, **gpu_opts))
-            elif usable.get("nvml") is not None and usable["nvml"].usable:
-                made.append(Sampler("nvml", rate_hz=self.rate_hz, **gpu_opts))
+                own.pop("nvml_library", None)
+                made.append(self._gpu_sampler("sim", gpus, sim, own))
             else:
+                lib = own.get("nvml_library")
                 info = usable.get("nvml")
-                self.skipped["nvml"] = info.reason if info is not None else "unknown source"
+                default_lib = lib is None and not os.environ.get("JOULETRACE_NVML_LIBRARY")
+                if default_lib and info is not None and not info.usable:
+                    self.skipped["nvml"] = info.reason
+                else:
+                    try:  # the library asked for decides, not the default one probed
+                        made.append(self._gpu_sampler("nvml", gpus, None, own))
+                    except SourceUnavailableError as e:
+                        self.skipped["nvml"] = str(e)
         if cpu:
-            info = usable.get("rapl")
-            if info is not None and info.usable:
-                made.append(Sampler("rapl", rate_hz=self.rate_hz, **opts))
+            own = {**common, **rapl_opts, **self._source_options.get("rapl", {})}
+            if rapl_opts or "rapl" in self._source_options:
+                try:
+                    made.append(Sampler("rapl", rate_hz=self.rate_hz, **own))
+                except JouletraceError as e:
+                    self.skipped["rapl"] = str(e)
             else:
-                self.skipped["rapl"] = info.reason if info is not None else "unknown source"
+                info = usable.get("rapl")
+                if info is not None and info.usable:
+                    made.append(Sampler("rapl", rate_hz=self.rate_hz, **own))
+                else:
+                    self.skipped["rapl"] = info.reason if info is not None else "unknown source"
         if not made:
             why = "; ".join(f"{k}: {v}" for k, v in self.skipped.items()) or "none was asked for"
             raise SourceUnavailableError(
                 f"no usable energy source for this Monitor ({why}); `jouletrace info` says how to fix each"
             )
         return made
+
+    def _gpu_sampler(self, source: str, gpus: Any, sim: Any, opts: dict[str, Any]) -> Sampler:
+        """A GPU sampler over the chosen GPUs (framework numbering); records them in ``devices``."""
+        if "gpus" in opts:
+            gpus = opts.pop("gpus")
+        if source == "sim":
+            from .sim import SimGPU
+
+            if sim is None:
+                sim = opts.pop("sim", None) or SimGPU()
+            library: Any = sim.library_path if isinstance(sim, SimGPU) else None
+        else:
+            library = opts.get("nvml_library") or os.environ.get("JOULETRACE_NVML_LIBRARY")
+        if library is not None or source == "nvml":
+            devs = select_gpus("visible" if gpus is None else gpus, library=library)
+        else:
+            devs = []
+        if not devs:
+            raise SourceUnavailableError(
+                f"no GPU selected for source {source!r} (gpus={gpus!r}, "
+                f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})"
+            )
+        self.devices.extend(devs)
+        extra = {"sim": sim} if source == "sim" else {}
+        return Sampler(source, rate_hz=self.rate_hz, gpus=[d.nvml_index for d in devs], **extra, **opts)
+
+    def _renames_for(self, s: Sampler) -> dict[str, str]:
+        if s.source not in ("nvml", "sim"):
+            return {}
+        return {f"gpu{d.nvml_index}": d.key for d in self.devices}
+
+    @property
+    def uuids(self) -> dict[str, str]:
+        """Result key -> GPU UUID, for every GPU sampled."""
+        return {d.key: d.uuid for d in self.devices}
 
     # -- lifecycle ----------------------------------------------------------------------
     @property
@@ -190,6 +319,7 @@ class Monitor:
         """
         for s in self._samplers:
             s.start()
+        self._stopped = False
         if self._started:
             return self
         self._started = True
@@ -208,6 +338,8 @@ class Monitor:
         if self.running:
             with contextlib.suppress(Exception):  # a sampler error is reported below, by stop()
                 self._resolve(True)
+        if self._started:
+            self._stopped = True
         first: BaseException | None = None
         for s in self._samplers:
             try:
@@ -235,17 +367,29 @@ class Monitor:
                 self.stop()
 
     # -- windows ------------------------------------------------------------------------
-    def begin_window(self, name: str, sync: Callable[[], Any] | None = None) -> Measurement:
+    def begin_window(
+        self, name: str, sync: Callable[[], Any] | None = None, *, work: dict[str, float] | None = None
+    ) -> Measurement:
         """Open window ``name`` now; returns its (open) Measurement.
 
         ``sync`` (default: the Monitor's) runs before the clock is read.
+        ``work``: units of work done in the window (``{"tokens": 4096}``; also
+        ``Measurement.add_work`` later), for energy per unit. Raises
+        :class:`InvalidArgumentError` on a stopped Monitor (``start()`` it again).
         """
+        if self._stopped:
+            raise InvalidArgumentError(
+                f"window {name!r}: this Monitor was stopped, so nothing would measure the window; "
+                "call start() to sample again"
+            )
         if not self._started:
             self.start()
         fn = sync if sync is not None else self.sync
         if fn is not None:
             fn()
         m = Measurement(name, time.monotonic_ns())
+        if work:
+            m.add_work(**work)
         key = (threading.get_ident(), name)
         with self._lock:
             stack = self._open.get(key)
@@ -287,13 +431,20 @@ class Monitor:
         # Under self._lock.
         m.t1_ns = t1
         m._resolver = self._resolve
+        m._ready = self._is_ready
         self._finished.append(m)
         self._pending.append(m)
 
     @contextlib.contextmanager
-    def window(self, name: str, sync: Callable[[], Any] | None = None) -> Iterator[Measurement]:
-        """``with monitor.window("step") as m:`` — ``m`` holds the result after the block."""
-        m = self.begin_window(name, sync)
+    def window(
+        self, name: str, sync: Callable[[], Any] | None = None, *, work: dict[str, float] | None = None
+    ) -> Iterator[Measurement]:
+        """``with monitor.window("step") as m:`` — ``m`` holds the result after the block.
+
+        Reading ``m``'s energy blocks until the sensor has updated after the
+        block (module docstring); ``m.ready`` says whether it would.
+        """
+        m = self.begin_window(name, sync, work=work)
         try:
             yield m
         finally:
@@ -335,6 +486,66 @@ class Monitor:
         with self._lock:
             self._finished.clear()
 
+    def ready(self) -> list[Measurement]:
+        """The ended windows whose energies can be computed now without waiting, computed.
+
+        For loggers that report each step as soon as its energy is final,
+        without blocking the training loop.
+        """
+        with self._lock:
+            pending = sorted((m for m in self._pending if m.t1_ns is not None), key=lambda m: -int(m.t1_ns))  # type: ignore[arg-type]
+        # Readiness is monotone in the end time: the latest ready end decides for all earlier ones.
+        latest = next((int(m.t1_ns) for m in pending if self._is_ready(int(m.t1_ns))), None)  # type: ignore[arg-type]
+        if latest is None:
+            return []
+        batch = [m for m in pending if int(m.t1_ns) <= latest]  # type: ignore[arg-type]
+        self._resolve(True, batch)
+        return sorted(batch, key=lambda m: int(m.t1_ns))  # type: ignore[arg-type]
+
+    def _is_ready(self, t1_ns: int) -> bool:
+        """Whether every counter has updated ``wait_updates`` times past ``t1_ns`` (or none runs)."""
+        if self.wait_updates <= 0 or not self.running:
+            return True
+        for si, s in enumerate(self._samplers):
+            if not s.running:
+                continue
+            rec = s.recording()
+            for ch in rec.channels:
+                if rec.is_cumulative(ch) and self._period_seen(si, ch, rec) is not None:
+                    if _updates_after(rec, ch, t1_ns) < self.wait_updates:
+                        return False
+        return True
+
+    def _windows_metadata(self, sampler: Sampler) -> list[dict[str, Any]]:
+        """The windows as stored in ``sampler``'s recordings (its own device keys)."""
+        try:
+            si = next(i for i, s in enumerate(self._samplers) if s is sampler)
+        except StopIteration:
+            return []
+        back = {v: k for k, v in self._rename[si].items()}
+        own = set()
+        for ch in sampler.channels:
+            if ch.endswith(".energy_j") or ch.endswith(".power_w"):
+                own.add(ch.rsplit(".", 1)[0])
+        with self._lock:
+            done = list(self._finished)
+            open_ = [m for stack in self._open.values() for m in stack]
+        out: list[dict[str, Any]] = []
+        for m in sorted(done + open_, key=lambda m: m.t0_ns):
+            w: dict[str, Any] = {"name": m.name, "t0_ns": m.t0_ns, "t1_ns": m.t1_ns}
+            if m._work:
+                w["work"] = dict(m._work)
+            if m.resolved:
+                keys = {k: back.get(k, k) for k in m._energy or {}}
+                keys = {k: dev for k, dev in keys.items() if dev in own}
+                w["energy_j"] = {dev: m._energy[k] for k, dev in keys.items()}  # type: ignore[index]
+                w["uncertainty_j"] = {dev: m._unc.get(k) for k, dev in keys.items()}
+                w["flags"] = {dev: list(m._flags.get(k, ())) for k, dev in keys.items()}
+                if m.provisional:
+                    w["provisional"] = True
+            out.append(w)
+        return out
+
     def recordings(self) -> dict[str, Recording]:
         """The samples so far of every sampler, keyed by source name."""
         out: dict[str, Recording] = {}
@@ -363,23 +574,42 @@ class Monitor:
             if wait and b.size:
                 self._wait_for_updates(int(b.max()))
             out = WindowEnergies(t0_ns=a, t1_ns=b)
-            for s in self._samplers:
-                out.merge(s.recording().energies(a, b, edges=self.edges))
+            for si, s in enumerate(self._samplers):
+                we = s.recording().energies(a, b, edges=self.edges)
+                out.merge(we.renamed(self._rename[si]) if self._rename[si] else we)
+            out.uuid.update({k: u for k, u in self.uuids.items() if k in out.energy_j})
         return out
 
     # -- computation ------------------------------------------------------------------------
-    def _resolve(self, wait: bool) -> None:
+    def _resolve(self, wait: bool, only: list[Measurement] | None = None) -> None:
         with self._resolve_lock:
             with self._lock:
-                batch = [m for m in self._pending if not m.resolved]
+                batch = [m for m in self._pending if not m.resolved or (wait and m.provisional)]
+            if only is not None:
+                keep = set(map(id, only))
+                batch = [m for m in batch if id(m) in keep]
             if not batch:
+                return
+            if not self._samplers:  # unavailable="warn" and nothing usable
+                for m in batch:
+                    m._fill({}, {}, {}, {})
+                    m.unavailable_reason = self.unavailable_reason
+                with self._lock:
+                    done = set(map(id, batch))
+                    self._pending = [m for m in self._pending if id(m) not in done]
                 return
             t0s = np.fromiter((m.t0_ns for m in batch), dtype=np.int64, count=len(batch))
             t1s = np.fromiter((m.t1_ns for m in batch), dtype=np.int64, count=len(batch))  # type: ignore[misc]
             we = self.energies(t0s, t1s, wait=wait)
+            # Without waiting, a window is final only if its end was already followed by the updates.
+            provisional = not wait and self.running and not self._is_ready(int(t1s.max()))
             for i, m in enumerate(batch):
                 r = we.measurement(i)
                 m._fill(r._energy or {}, r._unc, r._flags, r._method)
+                m.uuid = {k: u for k, u in we.uuid.items() if k in (r._energy or {})}
+                m.provisional = provisional
+            if provisional:
+                return  # stay pending: a later waiting read replaces them with the final values
             with self._lock:
                 done = set(map(id, batch))
                 self._pending = [m for m in self._pending if id(m) not in done]
