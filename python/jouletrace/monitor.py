@@ -388,6 +388,7 @@ class Monitor:
         if fn is not None:
             fn()
         m = Measurement(name, time.monotonic_ns())
+        m.unavailable_reason = self.unavailable_reason
         if work:
             m.add_work(**work)
         key = (threading.get_ident(), name)
@@ -506,14 +507,23 @@ class Monitor:
         """Whether every counter has updated ``wait_updates`` times past ``t1_ns`` (or none runs)."""
         if self.wait_updates <= 0 or not self.running:
             return True
+        seen_any = False
+        unseen: list[tuple[Recording, str]] = []
         for si, s in enumerate(self._samplers):
             if not s.running:
                 continue
             rec = s.recording()
             for ch in rec.channels:
-                if rec.is_cumulative(ch) and self._period_seen(si, ch, rec) is not None:
-                    if _updates_after(rec, ch, t1_ns) < self.wait_updates:
-                        return False
+                if not rec.is_cumulative(ch):
+                    continue
+                if self._period_seen(si, ch, rec) is None:
+                    unseen.append((rec, ch))  # as in _wait_for_updates: only waited on if nothing else is
+                    continue
+                seen_any = True
+                if _updates_after(rec, ch, t1_ns) < self.wait_updates:
+                    return False
+        if not seen_any and unseen:
+            return all(_updates_after(rec, ch, t1_ns) >= self.wait_updates for rec, ch in unseen)
         return True
 
     def _windows_metadata(self, sampler: Sampler) -> list[dict[str, Any]]:
@@ -688,3 +698,17 @@ def _updates_after(rec: Recording, channel: str, t_ns: int) -> int:
     if v.size < 2:
         return 0
     return int(np.count_nonzero(v[1:] != v[:-1]))
+
+
+def _warn_unavailable(reason: str) -> None:
+    """Warn once per process that nothing is measured here."""
+    global _warned_unavailable
+    if _warned_unavailable:
+        return
+    _warned_unavailable = True
+    warnings.warn(
+        f"jouletrace measures nothing here: {reason}. Windows still run and their energies are "
+        "NaN (Measurement.available is False); configure(unavailable='raise') makes this an error.",
+        MeasurementUnavailableWarning,
+        stacklevel=4,
+    )
