@@ -449,21 +449,27 @@ class Monitor:
         try:
             yield m
         finally:
-            fn = sync if sync is not None else self.sync
-            if fn is not None:
-                fn()
-            t1 = time.monotonic_ns()
-            with self._lock:
-                if m.t1_ns is None:  # else already ended (end_window from another thread)
-                    key = (threading.get_ident(), name)
-                    stack = self._open.get(key, [])
+            self.end_measurement(m, sync)
+
+    def end_measurement(self, m: Measurement, sync: Callable[[], Any] | None = None) -> Measurement:
+        """End this very window (from ``begin_window``), whichever thread opened it; idempotent."""
+        fn = sync if sync is not None else self.sync
+        if fn is not None:
+            fn()
+        t1 = time.monotonic_ns()
+        with self._lock:
+            if m.t1_ns is None:  # else already ended (end_window from another thread)
+                for key, stack in list(self._open.items()):
+                    if key[1] != m.name:
+                        continue
                     for i in range(len(stack) - 1, -1, -1):
                         if stack[i] is m:
                             del stack[i]
-                            break
-                    if not stack:
-                        self._open.pop(key, None)
-                    self._close(m, t1)
+                            if not stack:
+                                del self._open[key]
+                            self._close(m, t1)
+                            return m
+        return m
 
     def open_windows(self) -> list[str]:
         """Names of the windows open now (any thread)."""
