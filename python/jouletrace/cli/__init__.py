@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import JouletraceError
-from . import attribute, compare, demo, info, record, report
+from . import attribute, compare, demo, info, record, report, serve
 
 _COMMANDS = {
     "info": info,
@@ -21,6 +21,7 @@ _COMMANDS = {
     "attribute": attribute,
     "compare": compare,
     "demo": demo,
+    "serve": serve,
 }
 
 
