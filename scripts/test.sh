@@ -17,6 +17,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium 
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
     >/dev/null || echo "warning: could not install chromium; the HTML report test will be skipped" >&2
 fi
+# A real Prometheus server for tests/test_prometheus.py (skipped, saying why, without it).
+if ! command -v prometheus >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) \
+    >/dev/null || echo "warning: could not install prometheus; the Prometheus server test will be skipped" >&2
+fi
 PATH="$venv/bin:$PATH" PYTHON="$venv/bin/python" bash tests/native/run.sh
 # The extension itself under ASan/UBSan, through the sampler tests.
 PATH="$venv/bin:$PATH" PYTHON="$venv/bin/python" bash tests/native/asan_python.sh
