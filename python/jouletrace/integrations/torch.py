@@ -45,10 +45,21 @@ def _t() -> Any:
     return _torch
 
 
+_cuda_available: bool | None = None
+
+
+def _cuda_in_use(t: Any) -> bool:
+    """CUDA initialised in this process (``is_available`` asked once: it queries the driver)."""
+    global _cuda_available
+    if _cuda_available is None:
+        _cuda_available = bool(t.cuda.is_available())
+    return _cuda_available and bool(t.cuda.is_initialized())
+
+
 def cuda_sync() -> Callable[[], Any] | None:
     """``torch.cuda.synchronize`` when CUDA is initialised in this process, else None."""
     t = _t()
-    if t.cuda.is_available() and t.cuda.is_initialized():
+    if _cuda_in_use(t):
         return t.cuda.synchronize
     return None
 
@@ -91,11 +102,16 @@ class EnergyWindow:
             mon = default_monitor()
         if self.sync is not None:
             self.sync()
-        self._nvtx_on = self.nvtx and t.cuda.is_available() and t.cuda.is_initialized()
+        self._nvtx_on = self.nvtx and _cuda_in_use(t)
         if self._nvtx_on:
             t.cuda.nvtx.range_push(self.name)
-        self._rf = t.autograd.profiler.record_function(self.name)
-        self._rf.__enter__()
+        # A record_function range costs ~10-20 µs even with no profiler running; it is only
+        # seen by a running profiler, so it is entered only then.
+        if t.autograd._profiler_enabled():
+            self._rf = t.autograd.profiler.record_function(self.name)
+            self._rf.__enter__()
+        else:
+            self._rf = None
         # The window opens last and closes first: the ranges enclose it.
         m = mon.begin_window(self.name, work=self.work)
         self.measurement = m
@@ -109,7 +125,9 @@ class EnergyWindow:
             self.sync()  # (the Monitor's own sync, if any, runs in end_measurement)
         assert self.measurement is not None and self._mon is not None
         self._mon.end_measurement(self.measurement)
-        self._rf.__exit__(exc_type, exc, tb)
+        if self._rf is not None:
+            self._rf.__exit__(exc_type, exc, tb)
+            self._rf = None
         if self._nvtx_on:
             _t().cuda.nvtx.range_pop()
 
