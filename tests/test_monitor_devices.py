@@ -13,7 +13,11 @@ import pytest
 
 import jouletrace
 from jouletrace import _default, io
-from jouletrace.errors import InvalidArgumentError, MeasurementUnavailableWarning, SourceUnavailableError
+from jouletrace.errors import (
+    InvalidArgumentError,
+    MeasurementUnavailableWarning,
+    SourceUnavailableError,
+)
 from jouletrace.measurement import WindowEnergies
 from jouletrace.monitor import Monitor
 from jouletrace.sampling.devices import select_gpus

@@ -75,7 +75,12 @@ from typing import Any
 import numpy as np
 
 from ._sampler import Sampler
-from .errors import InvalidArgumentError, JouletraceError, MeasurementUnavailableWarning, SourceUnavailableError
+from .errors import (
+    InvalidArgumentError,
+    JouletraceError,
+    MeasurementUnavailableWarning,
+    SourceUnavailableError,
+)
 from .measurement import Measurement, WindowEnergies
 from .recording import Recording
 from .sampling.devices import GpuDevice, select_gpus

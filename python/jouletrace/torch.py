@@ -13,7 +13,7 @@ from .integrations.huggingface import JouletraceCallback
 from .integrations.torch import EnergyWindow, ProfilerEnergy, TraceEnergy, cuda_sync, window
 
 __all__ = ["window", "EnergyWindow", "ProfilerEnergy", "TraceEnergy", "cuda_sync", "JouletraceCallback",
-           "JouletraceLightningCallback"]
+           "JouletraceLightningCallback"]  # noqa: F822  (module __getattr__)
 
 
 def __getattr__(name: str) -> Any:
