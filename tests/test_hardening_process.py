@@ -5,6 +5,7 @@ Nothing here asserts on speed: "exits" means within a generous timeout on a busy
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import signal
@@ -75,6 +76,7 @@ def test_signal_during_save_is_absorbed(tmp_path):  # type: ignore[no-untyped-de
     fifo = tmp_path / "out.npz"
     os.mkfifo(fifo)
     rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so the save streams into the FIFO
+    fcntl.fcntl(rfd, 1031, 4096)  # F_SETPIPE_SZ: a one-page pipe, so any recording blocks the save
     p = subprocess.Popen([*JT, "record", "--source", "sim", "-o", str(fifo), "--", "sh", "-c", "exit 5"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
