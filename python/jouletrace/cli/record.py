@@ -197,13 +197,18 @@ class _Status:
 _PR_SET_PDEATHSIG = 1
 
 
-def _child_setup(parent_pid: int) -> Any:
-    """What the child does between fork and exec (kept to system calls: threads run in the parent)."""
+def _child_setup(parent_pid: int, mask: Any = None) -> Any:
+    """What the child does between fork and exec (kept to system calls: threads run in the parent).
+
+    ``mask``: the signal mask to restore in the child (the parent blocks the forwarded
+    signals around the fork)."""
     libc = ctypes.CDLL(None, use_errno=True)  # loaded here, in the parent, before any fork
     prctl = libc.prctl
     prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
     def setup() -> None:
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.setpgid(0, 0)  # its own process group: signals reach it and everything it starts
         prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # jouletrace dies, even by SIGKILL -> SIGTERM
         if os.getppid() != parent_pid:  # jouletrace died before the line above took effect
@@ -312,17 +317,28 @@ def _run(args: argparse.Namespace, child: _Child) -> int:
     _wait_first_update(samplers)  # so the command's start lies between two located counter updates
     window = mon.begin_window("command")
     t0 = window.t0_ns
-    if child.signals:
-        return _interrupted_before_start(child, samplers)
     tty = _terminal_fd()
-    setup = _child_setup(os.getpid())
+    # The forwarded signals are blocked from the last check to the fork: one that comes
+    # before it stays pending and is seen here (the command is then not started); one that
+    # comes during the fork is delivered after it, to a started command, and forwarded.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
-        child.proc = subprocess.Popen(cmd, preexec_fn=setup)
-    except OSError as e:
-        for s in samplers:
-            s._stop_native()
-        print(f"jouletrace record: error: cannot run {cmd[0]!r}: {e.strerror or e}", file=sys.stderr)
-        return 127 if isinstance(e, FileNotFoundError) else 126
+        pending = signal.sigpending() & set(_SIGNALS)
+        if child.signals or pending:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # the pending handlers run now
+            if not child.signals:
+                child.signals.append(int(min(pending)))
+            return _interrupted_before_start(child, samplers)
+        setup = _child_setup(os.getpid(), mask)
+        try:
+            child.proc = subprocess.Popen(cmd, preexec_fn=setup)
+        except OSError as e:
+            for s in samplers:
+                s._stop_native()
+            print(f"jouletrace record: error: cannot run {cmd[0]!r}: {e.strerror or e}", file=sys.stderr)
+            return 127 if isinstance(e, FileNotFoundError) else 126
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     try:
         os.setpgid(child.proc.pid, child.proc.pid)  # also here, so no signal can beat the child's own call
     except OSError:
