@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 from . import attribute, export, markers, sim
 from ._default import configure, default_monitor, window
 from ._sampler import SOURCE_NAMES, Sampler
+from .calibrate import calibrate
 from .errors import (
     DeviceLostError,
     InvalidArgumentError,
@@ -28,13 +29,12 @@ from .errors import (
     SourceUnavailableError,
     TraceFormatError,
 )
-from .calibrate import calibrate
 from .io import load
-from .repeat import measure
 from .markers import SyncMarkers
 from .measurement import Measurement, WindowEnergies
 from .monitor import Monitor
 from .recording import Recording
+from .repeat import measure
 from .sources import SourceInfo, sources
 
 __all__ = [
