@@ -95,3 +95,43 @@ def test_the_placement_is_what_limits_accuracy(run):  # type: ignore[no-untyped-
     # The placement the recording gives lies within its stated uncertainty of the exact instants.
     u = rec.updates(dev.channel)
     assert np.mean(np.abs(u.t_ns - exact.t_ns) <= u.h_ns + u.hc_ns + 1) >= 0.99
+
+
+@pytest.fixture(scope="module")
+def part_time_run():  # type: ignore[no-untyped-def]
+    tables = {n: load(TRACES / n) for n in ("kineto-2021-resnet50.json.gz", "kineto-a100-nccl.json.gz")}
+    sensors = {
+        # The counter integrates only the last 25 ms of each 100 ms, and the recording says so.
+        "part_time": {"update_period_s": 0.1, "avg_window_s": 0.025, "counter": "part_time"},
+        # The same sensor, but the recording does not know (what a real H100 recording states).
+        "unknown_part_time": {"update_period_s": 0.1, "avg_window_s": 0.025, "counter": "part_time",
+                              "publish_counter": False},
+        # A full-period counter the recording does not know about either.
+        "unknown_full": {"update_period_s": 0.1, "avg_window_s": 0.025, "counter": "full", "publish_counter": False},
+    }
+    return replay(tables, 20.0, sensors=sensors, seed=5)
+
+
+def test_part_time_and_unknown_counters_per_name(part_time_run):  # type: ignore[no-untyped-def]
+    """A part-time counter sees only a quarter of each period: the regressors are the names' shares
+    inside that quarter. Where the recording does not know the counter's model, both are fitted
+    and the residuals choose (or, undecided, both stay in the intervals)."""
+    results = []
+    for dev in part_time_run.devices:
+        rec = part_time_run.recordings[dev.sensor]
+        names = at.attribute_names(rec, dev.kernels(rec), device_map={0: dev.channel}, bootstrap=200)
+        m = names.meta["devices"][0]
+        truth = "full" if dev.sensor == "unknown_full" else "part_time"
+        assert m["counter_model"] == truth, m["counter_model_basis"]
+        stated = rec.sensor_model(dev.channel.split(".")[0]).counter
+        assert stated == ("part_time" if dev.sensor == "part_time" else "unknown")
+        results.append((dev, names, score(names, dev)))
+    for dev, names, sc in results:
+        for i in np.flatnonzero(sc["big"]):
+            if sc["resolved"][i]:
+                assert abs(sc["error"][i]) < 0.05, (dev.sensor, dev.trace, names["name"][i])
+            else:
+                assert sc["reason"][i]
+    pooled = summarize([sc for _, _, sc in results])
+    assert pooled["big_resolved"] >= 0.8 * pooled["big_names"]
+    assert pooled["coverage_resolved"] >= 0.90, pooled

@@ -28,6 +28,15 @@ Statistical estimate (per name)
    every update at the same place in its 1 ms bracket, so a shared error of up
    to a polling period is the rule, not the exception: it moves short
    neighbouring kernels of a repeated step into the wrong interval.
+   *The counter's model* (:meth:`jouletrace.Recording.sensor_model`): a
+   full-period counter's update ``k + 1`` brings the energy of the whole interval;
+   a part-time one's brings the energy of the averaging window ``W`` before it,
+   scaled to the interval, so its regressors are the shares inside that window
+   times ``T_k / W``. An unknown counter is fitted both ways (its stated window,
+   else a quarter of the period); the model whose residual is smaller by at least
+   10 residual variances is used, and when neither is, the other's timings join the
+   bootstrap's candidates so the intervals carry the doubt. ``meta["devices"]``
+   says which model and why (``counter_model``, ``counter_model_basis``).
 5. *Fit.* ``dE_k = P_idle * idle_k + sum_j P_j * share_kj + e_k``, solved by
    non-negative least squares (:func:`nnls`, Lawson–Hanson), rows weighted by
    ``1 / sqrt(T_k)`` (an interval's noise grows with its length).
@@ -369,8 +378,12 @@ def _names_one_device(recording, ch, s, e, nid, names, span_ns, max_names, boots
     else:
         dE = dE_all[keep]
         T = np.diff(u_all).astype(np.float64)[keep] * 1e-9
-        X, cands, tmeta = _timing_search(sw, s, e, group_of[nid], n_groups, upd, keep, dE, T, timing)
+        period = float(np.median(np.diff(upd.t_ns)))
+        fits = [(label, window, _timing_search(sw, s, e, group_of[nid], n_groups, upd, keep, dE, T, timing, window))
+                for label, window in _counter_models(recording, ch, period)]
+        X, cands, tmeta, cmeta = _choose_counter_model(fits, T.size - p)
         dmeta.update(tmeta)
+        dmeta.update(cmeta)
     share_k, idle_k = X[:, :n_groups], X[:, n_groups]
     dmeta["intervals"] = int(T.size)
     fitted = T.size >= 2
@@ -457,6 +470,51 @@ def _names_one_device(recording, ch, s, e, nid, names, span_ns, max_names, boots
         "unresolved_reason": reason,
     }
     return res, dmeta
+
+
+def _counter_models(recording: Any, ch: str, period_ns: float) -> list[tuple[str, float | None]]:
+    """The counter models to fit: (label, part-time window in ns or None for full-period).
+
+    A counter known to be full-period or part-time (the recording's sensor model,
+    :meth:`jouletrace.Recording.sensor_model`) is fitted as such; an unknown one both
+    ways (its window as stated, else the published ~25 % of the period)."""
+    model = recording.sensor_model(ch.split(".", 1)[0]) if hasattr(recording, "sensor_model") else None
+    counter = getattr(model, "counter", "full")
+    window = getattr(model, "avg_window_ns", None) or 0.25 * period_ns
+    if window >= 0.999 * period_ns:  # a window as long as the period: the same as full
+        return [("full", None)]
+    if counter == "part_time":
+        return [("part_time", float(window))]
+    if counter == "unknown":
+        return [("full", None), ("part_time", float(window))]
+    return [("full", None)]
+
+
+#: Residual sum of squares, in units of the residual variance, by which one counter model
+#: must fit better than the other to be chosen alone.
+_MODEL_DECISIVE = 10.0
+
+
+def _choose_counter_model(fits: list, dof: int) -> tuple[np.ndarray, list[np.ndarray], dict[str, Any], dict[str, Any]]:  # type: ignore[type-arg]
+    """The counter model whose fit leaves the least residual; when the other is not clearly
+    worse (by ``_MODEL_DECISIVE`` residual variances), its timings stay among the bootstrap's
+    candidates too, so the intervals carry the doubt about the model."""
+    best = min(fits, key=lambda f: f[2][2]["rss"])
+    label, window, (X, cands, tmeta) = best
+    cmeta: dict[str, Any] = {"counter_model": label, "part_time_window_ns": window}
+    if len(fits) == 1:
+        cmeta["counter_model_basis"] = "the recording's sensor model"
+        return X, cands, tmeta, cmeta
+    other = next(f for f in fits if f is not best)
+    sigma2 = best[2][2]["rss"] / max(dof, 1)
+    margin = (other[2][2]["rss"] - best[2][2]["rss"]) / max(sigma2, 1e-300)
+    if margin >= _MODEL_DECISIVE:
+        cmeta["counter_model_basis"] = (f"counter model unknown; the residuals favour {label} "
+                                        f"by {margin:.0f} residual variances")
+        return X, cands, tmeta, cmeta
+    cmeta["counter_model_basis"] = (f"counter model unknown and not told apart by the residuals "
+                                    f"({margin:.1f} residual variances): both in the intervals")
+    return X, cands + other[2][1], tmeta, cmeta
 
 
 def _unresolved_reasons(P: np.ndarray, lo: np.ndarray, hi: np.ndarray, ols: np.ndarray, launches: np.ndarray,
@@ -551,16 +609,18 @@ _OWN_LEVELS = 5
 
 
 def _cumulative_at(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_groups: int,
-                   upd: Updates, cands: np.ndarray, cache: dict[str, Any] | None = None) -> np.ndarray:
+                   upd: Updates, cands: np.ndarray, cache: dict[str, Any] | None = None,
+                   shift_ns: int = 0) -> np.ndarray:
     """Cumulative regressors (share per group, idle; s) at every update for each timing candidate.
 
     Candidate ``(a, b)`` puts update ``k`` at ``t_k + a phase_k + b tilt_k``
     (:class:`~jouletrace.energy.updates.Updates`); where it has an independent
     half-width ``h_k`` too, the regressors are averaged over ``+ g h_k`` for ``g``
     across [-1, 1] (trapezoid rule): the expected regressor of an update anywhere in
-    its own range. Shape (len(cands), len(upd), n_groups + 1).
+    its own range. ``shift_ns`` moves every position earlier by that much (the start
+    of a part-time counter's window). Shape (len(cands), len(upd), n_groups + 1).
     """
-    u = upd.t_ns
+    u = upd.t_ns - int(shift_ns)
     K = u.size
     gaps = np.diff(u).astype(np.float64)
     left = np.concatenate([[gaps[0]], gaps])
@@ -582,20 +642,22 @@ def _cumulative_at(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_
     # holds every position update k may take (its whole range, so one set of zones serves
     # every pass of a search: ``cache``); the cumulative regressors at the zone starts come
     # from every launch once, the rest from the launches that overlap a zone alone.
-    zone = None if cache is None else cache.get("zone")
+    key = f"zone{int(shift_ns)}"
+    zone = None if cache is None else cache.get(key)
     if zone is None:
         reach = np.minimum(np.abs(ph) + np.abs(tl) + h, np.floor(room))
         z = np.ceil(reach).astype(np.int64) + 1
         zs = u - z
-        C0 = np.zeros((K, n_groups + 1))
-        if K > 1:
-            share0, idle0 = _matrix_from_sweep(sw, s, e, gid, n_groups, zs)
-            C0[1:] = np.cumsum(np.column_stack([share0, idle0]), axis=0)
+        # From a common origin before every launch and zone, so that cumulative values of
+        # different calls (a part-time window's start and end) can be subtracted.
+        origin = min(int(sw.t[0]), int(zs[0])) - 1
+        share0, idle0 = _matrix_from_sweep(sw, s, e, gid, n_groups, np.concatenate([[origin], zs]))
+        C0 = np.cumsum(np.column_stack([share0, idle0]), axis=0)
         j = np.searchsorted(u + z, s, side="right")  # the first zone ending after each start
         near = np.flatnonzero((j < K) & (zs[np.minimum(j, K - 1)] < e))
         zone = (zs, C0, near)
         if cache is not None:
-            cache["zone"] = zone
+            cache[key] = zone
     zs, C0, near = zone
     pos = u[None, :, None] + off  # (n_c, K, L)
     pts = np.concatenate([zs, pos.ravel()])
@@ -610,8 +672,8 @@ def _cumulative_at(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_
 
 
 def _timing_search(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_groups: int, upd: Updates,
-                   keep: np.ndarray, y: np.ndarray, T: np.ndarray,
-                   timing: bool) -> tuple[np.ndarray, list[np.ndarray], dict[str, Any]]:
+                   keep: np.ndarray, y: np.ndarray, T: np.ndarray, timing: bool,
+                   window_ns: float | None = None) -> tuple[np.ndarray, list[np.ndarray], dict[str, Any]]:
     """The update timing within the placement's own uncertainty (module docstring, step 4).
 
     Independent offsets (sample brackets) are averaged over; a grid's shared phase
@@ -620,6 +682,10 @@ def _timing_search(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_
     squares is within ``3.84 sigma^2`` of the best (an F-like test at 95 %) stays;
     the bootstrap draws among them, so the intervals carry the timing uncertainty.
     Returns the best candidate's regressors, every kept candidate's, metadata.
+
+    With ``window_ns`` the counter is part-time: update ``k + 1`` brings the energy of
+    the last ``window_ns`` before it, scaled to the interval (``T_k / window``), so the
+    regressors are the shares inside that window, scaled the same way.
     """
     ki = np.flatnonzero(keep)
     wsq = 1.0 / np.sqrt(T / np.median(T))
@@ -632,10 +698,17 @@ def _timing_search(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_
     cache: dict[str, Any] = {}
     warm: list[np.ndarray | None] = [None]  # the first fit's positive set starts the others
 
+    w = int(round(window_ns)) if window_ns else 0
+    scale = (T * 1e9 / w)[:, None] if w else None
+
     def evaluate(cands: np.ndarray) -> None:
         C = _cumulative_at(sw, s, e, gid, n_groups, upd, cands, cache)
+        C0 = _cumulative_at(sw, s, e, gid, n_groups, upd, cands, cache, shift_ns=w) if w else None
         for j in range(cands.shape[0]):
-            X = C[j, ki + 1] - C[j, ki]
+            if C0 is None:
+                X = C[j, ki + 1] - C[j, ki]
+            else:
+                X = (C[j, ki + 1] - C0[j, ki + 1]) * scale
             c = _weighted_nnls(X, y, T, warm[0])
             if warm[0] is None:
                 warm[0] = c > 0
@@ -676,6 +749,7 @@ def _timing_search(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_
     cands = [results[i][2] for i in ok]
     ph = float(np.median(upd.phase_ns)) if has_phase else 0.0
     meta = {
+        "rss": float(rss[b]),
         "update_timing": upd.method if not searched else f"{upd.method}, shared phase and tilt searched",
         "update_phase_ns": results[b][1][0] * ph,
         "update_phase_half_width_ns": ph,
