@@ -55,3 +55,9 @@ def test_device_check_rehearsal_on_sim():
     assert 90 <= res["energy_update_period"]["median_ms"] <= 110
     for phase, truth in zip(res["phases"], res["phases_truth_j"], strict=True):
         assert abs(phase["jouletrace_window_j"] - truth) <= phase["jouletrace_window_bound_j"]
+    # The calibration recovers the simulated sensor (100 ms updates, 25 ms window, full-period).
+    cal = res["calibration"]
+    assert "error" not in cal, cal
+    assert cal["model"]["counter"] == "full"
+    assert abs(cal["model"]["update_period_ns"] - 100e6) <= 1e5
+    assert abs(cal["model"]["avg_window_ns"] - 25e6) <= 1e5

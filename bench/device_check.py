@@ -6,6 +6,8 @@ through jouletrace, then prints:
 * NVML call latency as jouletrace saw it (t_after - t_before of each read);
 * the observed update period of the energy counter and of instant power
   (time between value changes);
+* the sensor calibration (``jouletrace.calibrate``: update period, averaging
+  window, whether the energy counter is full-period or part-time);
 * per phase, energy four ways: jouletrace's window energy (``Recording.energy``:
   located counter updates, interpolation, its bound), the counter channel read
   by plain interpolation at the phase edges, jouletrace's power channel
@@ -106,12 +108,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sim = None
     opts: dict[str, Any] = {"gpus": [args.gpu]}
     if args.sim:
-        from jouletrace import _core
         from jouletrace.sim import SimGPU
 
         sim = SimGPU(gpus=args.gpu + 1, update_period_s=0.1, avg_window_s=0.025, idle_w=70.0)
-        now = _core.monotonic_ns()
-        sim.add_segment(now + int((args.seconds + 0.5) * 1e9), now + int((2 * args.seconds + 1) * 1e9), 550.0, gpu=args.gpu)
         sim.use_in_pynvml()
         source = "sim"
         opts["sim"] = sim
@@ -136,6 +135,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             t0 = time.monotonic_ns()
             if name == "load" and load is not None and load.available:
                 load.run(args.seconds)
+            elif name == "load" and sim is not None:  # the simulated load, from now on (live log)
+                sim.live_segment(t0 + 1_000_000, t0 + 1_000_000 + int(args.seconds * 1e9), 550.0, gpu=args.gpu)
+                time.sleep(args.seconds + 0.002)
             else:
                 time.sleep(args.seconds + (0.5 if name == "idle" else 0.0))
             t1 = time.monotonic_ns()
@@ -180,6 +182,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     if load is not None and not load.available:
         result["load_note"] = load.note
+    # The sensor calibration (issue 10): update period, averaging window, full-period or
+    # part-time counter, found by pulses at known phases against the updates.
+    try:
+        cal = jouletrace.calibrate(sim=sim, gpu=args.gpu) if sim is not None else jouletrace.calibrate(gpu=args.gpu)
+        result["calibration"] = json.loads(json.dumps(
+            {"summary": str(cal), "model": cal.model.to_dict(), "uuid": cal.uuid, "evidence": cal.evidence},
+            default=lambda x: x.item() if hasattr(x, "item") else (x.tolist() if hasattr(x, "tolist") else str(x))))
+    except jouletrace.JouletraceError as e:  # no torch/cupy for the load, or the counter did not update
+        result["calibration"] = {"error": str(e)}
     if sim is not None:
         result["phases_truth_j"] = [float(sim.true_energy(t0, t1, gpu=args.gpu)) for _, t0, t1, _, _ in phases]
         sim.close()

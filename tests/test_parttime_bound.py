@@ -97,6 +97,10 @@ def test_real_time_part_time_counter_through_the_sampler(make_sim):
         time.sleep(4.8)
     rec = s.recording()
     assert rec.sensor_model("gpu0").counter == "part_time"
+    # The instant power sees the same quarter of each period as the counter: their agreement is
+    # no evidence of a full-period average, and characterize() must not claim one.
+    power = rec.characterize(refresh=True)["gpu0.power_w"]
+    assert power["averaged"] is not True, power
     t_lo, t_hi = now + 400_000_000, now + 4_500_000_000
     checked = 0
     for length in (0.02, 0.1, 1.0):

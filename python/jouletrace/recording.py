@@ -156,6 +156,13 @@ class Recording:
                 if f"{key}.energy_j" in self._values and self._cumulative.get(f"{key}.energy_j"):
                     counter = (self.t_ns, self[f"{key}.energy_j"])
             info = integrate.characterize(self.t_ns, self[ch], self._cumulative[ch], counter=counter)
+            if counter is not None and info.get("averaged") and self.sensor_model(key).counter != "full":
+                # The readings match the counter's interval means; but a part-time counter sees
+                # the same part of each period as a part-time power reading, so the match proves
+                # nothing unless the counter is known to be full-period.
+                info["averaged"] = None
+                info["averaged_note"] = (f"readings match the counter, whose model is "
+                                         f"{self.sensor_model(key).label()}: not evidence of a full-period average")
             if self._cumulative[ch]:
                 info["update_timing"] = self.updates(ch).method
             sensors[ch] = info
