@@ -32,7 +32,7 @@ def test_demo_runs_and_prints_every_table(demo):
     out, r = demo
     # JOULETRACE_DEMO_STRICT: exit 1 if fewer than 90 % of the steps are within their bound.
     assert r.returncode == 0, r.stdout + r.stderr
-    for text in ("Energy of 'jouletrace demo'", "Energy per step", "Energy per kernel name", "truth in 99% CI",
+    for text in ("Energy of 'jouletrace demo'", "Energy per step", "Energy per kernel name", "truth in 99.9% CI",
                  "statistical", "direct", "wrote"):
         assert text in r.stdout
     rec = jouletrace.load(out / "demo.npz")
@@ -48,11 +48,11 @@ def test_demo_runs_and_prints_every_table(demo):
 
 @pytest.mark.parametrize("seed", [2, 3])
 def test_demo_every_name_holds_the_truth_or_says_it_is_unresolved(seed, tmp_path):
-    """On other seeds too: every kernel name's 99 % interval holds the simulation's truth, or the
+    """On other seeds too: every kernel name's 99.9 % interval holds the simulation's truth, or the
     name is flagged unresolved with its reason (JOULETRACE_DEMO_STRICT exits 1 otherwise)."""
     r = jt("demo", "--out", str(tmp_path), "--seconds", "8", "--seed", str(seed))
     assert r.returncode == 0, r.stdout + r.stderr
-    table = r.stdout.split("truth in 99% CI", 1)[1].split("names resolved", 1)[0]
+    table = r.stdout.split("truth in 99.9% CI", 1)[1].split("names resolved", 1)[0]
     rows = [ln for ln in table.splitlines()[1:] if ln.strip() and "%" in ln]
     assert len(rows) == 10
     for ln in rows:
