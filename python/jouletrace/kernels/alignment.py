@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from ..recording import Recording
 from ..traces._util import normalize_pci, normalize_uuid
+from ..traces.table import KernelTable
 
 __all__ = ["Alignment", "align", "device_channels"]
 
@@ -106,8 +108,8 @@ def _pairs_uncertainty(pairs: np.ndarray, lo: int, hi: int) -> tuple[int, list[s
 
 
 def align(
-    kernels: Any,
-    recording: Any,
+    kernels: KernelTable,
+    recording: Recording,
     *,
     markers: Any = None,
     clock_pairs: np.ndarray | None = None,
@@ -150,7 +152,7 @@ def align(
     return al
 
 
-def _trace_extent(kernels: Any) -> tuple[int, int]:
+def _trace_extent(kernels: KernelTable) -> tuple[int, int]:
     parts = [kernels.start_ns, kernels.end_ns]
     ranges = getattr(kernels, "ranges", None)
     if ranges is not None and len(ranges):
@@ -161,7 +163,7 @@ def _trace_extent(kernels: Any) -> tuple[int, int]:
     return int(allt.min()), int(allt.max())
 
 
-def _check_overlap(al: Alignment, kernels: Any, recording: Any) -> None:
+def _check_overlap(al: Alignment, kernels: KernelTable, recording: Recording) -> None:
     t = getattr(recording, "t_ns", None)
     if t is None or len(t) == 0 or len(kernels) == 0:
         return
@@ -178,7 +180,7 @@ def _check_overlap(al: Alignment, kernels: Any, recording: Any) -> None:
         )
 
 
-def _refine_with_markers(al: Alignment, kernels: Any, markers: Any) -> Alignment:
+def _refine_with_markers(al: Alignment, kernels: KernelTable, markers: Any) -> Alignment:
     log = markers.log() if hasattr(markers, "log") and callable(markers.log) else markers
     ranges = getattr(kernels, "ranges", None)
     if ranges is None or len(ranges) == 0:
@@ -218,7 +220,7 @@ def _refine_with_markers(al: Alignment, kernels: Any, markers: Any) -> Alignment
 
 
 def device_channels(
-    kernels: Any, recording: Any, device_map: dict[int, str] | None = None
+    kernels: KernelTable, recording: Recording, device_map: dict[int, str] | None = None
 ) -> dict[int, tuple[str, str]]:
     """Which energy channel of the recording each trace device's kernels ran on.
 

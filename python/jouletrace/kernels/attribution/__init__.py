@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ...recording import Recording
+from ...traces.table import KernelTable
 from ..alignment import Alignment, align, device_channels
 from .launches import attribute_launches
 from .names import attribute_names
@@ -68,8 +70,8 @@ class Attribution:
 
 
 def attribute(
-    recording: Any,
-    kernels: Any,
+    recording: Recording,
+    kernels: KernelTable,
     *,
     markers: Any = None,
     alignment: Alignment | None = None,

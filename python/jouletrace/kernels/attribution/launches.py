@@ -8,6 +8,8 @@ import numpy as np
 
 from ...errors import InvalidArgumentError
 from ...integrate import FLAG_BELOW_RESOLUTION
+from ...recording import Recording
+from ...traces.table import KernelTable
 from ..alignment import Alignment, align, device_channels
 from .sweep import _sweep
 from .tables import LaunchEnergies
@@ -16,8 +18,8 @@ __all__ = ["attribute_launches"]
 
 
 def attribute_launches(
-    recording: Any,
-    kernels: Any,
+    recording: Recording,
+    kernels: KernelTable,
     *,
     alignment: Alignment | None = None,
     device_map: dict[int, str] | None = None,

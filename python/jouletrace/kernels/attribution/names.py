@@ -104,6 +104,8 @@ import numpy as np
 
 from ...energy.updates import Updates
 from ...errors import InvalidArgumentError
+from ...recording import Recording
+from ...traces.table import KernelTable
 from ..alignment import Alignment, align, device_channels
 from .nnls import _nnls_gram
 from .sweep import _matrix_from_sweep, _Sweep, _sweep
@@ -263,8 +265,8 @@ def _usable_intervals(upd: Updates, span: tuple[int, int]) -> tuple[np.ndarray, 
 
 
 def attribute_names(
-    recording: Any,
-    kernels: Any,
+    recording: Recording,
+    kernels: KernelTable,
     *,
     alignment: Alignment | None = None,
     device_map: dict[int, str] | None = None,
@@ -334,7 +336,7 @@ def attribute_names(
     return NameEnergies(out, meta).sort()  # type: ignore[return-value]
 
 
-def _grouped_names(kernels: Any, by: str) -> tuple[list[str], np.ndarray]:
+def _grouped_names(kernels: KernelTable, by: str) -> tuple[list[str], np.ndarray]:
     if by == "name":
         return list(kernels.names), np.asarray(kernels.name_id, dtype=np.int64)
     if by == "short_name":
@@ -472,7 +474,7 @@ def _names_one_device(recording, ch, s, e, nid, names, span_ns, max_names, boots
     return res, dmeta
 
 
-def _counter_models(recording: Any, ch: str, period_ns: float) -> list[tuple[str, float | None]]:
+def _counter_models(recording: Recording, ch: str, period_ns: float) -> list[tuple[str, float | None]]:
     """The counter models to fit: (label, part-time window in ns or None for full-period).
 
     A counter known to be full-period or part-time (the recording's sensor model,
