@@ -17,8 +17,9 @@ confidence interval. Method:
    samples every part of the call evenly instead of locking onto one part.
 4. Per trial: ``e = (E_window - p0 * (T_window - T_calls)) / n``, the energy of
    the window less the idle energy of the time not spent in ``fn``, per call.
-   The estimate is the mean over trials; its interval is Student's t over the
-   trials. ``cooldown_s`` idles between trials.
+   The estimate pools the trials (all the calls' energy over all the calls: a ratio
+   estimator, so trials of few slow calls weigh as their calls do); its interval is
+   Student's t over the trials, with the ratio's standard error by the delta method. ``cooldown_s`` idles between trials.
 
 It refuses (raises :class:`~jouletrace.errors.InsufficientDataError`) when fewer
 than three trials completed or the interval's half-width exceeds ``max_rel_ci``
@@ -164,13 +165,18 @@ def measure(fn: Callable[[], Any], *, sampler: Any = None, sim: Any = None, devi
     p0 = float(e[0] / ((i1 - i0) * 1e-9))
     n_arr = np.array([c[0] for c in calls], dtype=np.float64)
     busy_s = np.array([c[1] for c in calls], dtype=np.float64) * 1e-9
-    per_trial = (e[1:] - p0 * np.array(idle_ns, dtype=np.float64) * 1e-9) / n_arr
+    num = e[1:] - p0 * np.array(idle_ns, dtype=np.float64) * 1e-9  # each trial's energy in its calls
+    per_trial = num / n_arr
     t_call = busy_s / n_arr
     k = per_trial.size
     tq = _T95[k - 2] if k - 1 <= len(_T95) else 1.96
-    est = float(per_trial.mean())
-    ci = float(tq * per_trial.std(ddof=1) / math.sqrt(k))
-    t_est = float(t_call.mean())
+    # Pooled (a ratio estimator: all the calls' energy over all the calls), not the mean of the
+    # trials' means, which weighs a trial of few slow calls like one of many fast ones; its
+    # standard error by the delta method over trials.
+    n_tot = float(n_arr.sum())
+    est = float(num.sum() / n_tot)
+    ci = float(tq * math.sqrt(k / (k - 1) * float(np.sum((num - est * n_arr) ** 2))) / n_tot)
+    t_est = float(busy_s.sum() / n_tot)
     model = we.sensor_model.get(key, {})
     if not (np.isfinite(est) and est > 0) or ci > max_rel_ci * abs(est):
         raise InsufficientDataError(
