@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import jouletrace
 from jouletrace.integrations.distributed import merge_payloads, rank_payload
 from jouletrace.measurement import Measurement
 
@@ -36,7 +37,7 @@ def test_gloo_group_counts_each_gpu_once(make_sim, now_ns, tmp_path) -> None:  #
              {"CUDA_VISIBLE_DEVICES": "0,1", "LOCAL_RANK": "1"},
              {"CUDA_VISIBLE_DEVICES": "1", "LOCAL_RANK": "0"}]
     port, out = _free_port(), tmp_path / "gathered.json"
-    src = str(HERE.parent / "python")
+    src = str(Path(jouletrace.__file__).resolve().parent.parent)  # the jouletrace this test imports
     procs = []
     for r, extra in enumerate(ranks):
         env = sim.env()

@@ -72,8 +72,9 @@ def test_profiler_handler_attributes_kernels_and_merges_the_trace(make_sim, now_
             time.sleep(0.05)
         te = handler(FakeProfile())
     assert te.step == 7 and te.trace_path.name == "w.7.pt.trace.json" and te.note == ""
-    names = te.attribution.names.to_pandas()
-    per_launch = {r["name"]: r["energy_per_launch_j"] for _, r in names.iterrows() if r["name"] in ("gemm", "softmax")}
+    names = te.attribution.names
+    per_launch = {str(n): float(e) for n, e in zip(names["name"], names["energy_per_launch_j"], strict=True)
+                  if n in ("gemm", "softmax")}
     # Known truth per launch: (idle + above idle) x duration; the regression recovers it within 15 %.
     for k, w in ((0, 360.0), (1, 140.0)):
         true = float(np.mean(w * (end - start)[name_id == k] * 1e-9))
