@@ -12,7 +12,7 @@ jobs=$(nproc 2>/dev/null || echo 2)
 dir="$root/build-asan-python"
 san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -g"
 cmake -S "$root" -B "$dir" -DJOULETRACE_PYTHON=ON -DJOULETRACE_TESTS=OFF -DJOULETRACE_WERROR=ON \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS="$san" -DCMAKE_MODULE_LINKER_FLAGS="$san" \
+  -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS="-O1 $san" -DCMAKE_MODULE_LINKER_FLAGS="$san" \
   -DCMAKE_SHARED_LINKER_FLAGS="$san" \
   -DPython_EXECUTABLE="$("$py" -c "import sys; print(sys.executable)")" >/dev/null
 cmake --build "$dir" -j "$jobs" --target _core jouletrace_simnvml >/dev/null
