@@ -42,6 +42,9 @@ def add_parser(sub: Any) -> None:
                    help="energies used for categories and differences (default: statistical when every fit works)")
     p.add_argument("--categories", metavar="JSON", help='a category table [["category", "regex"], ...] tried before the defaults')
     p.add_argument("--level", type=float, default=0.95, help="confidence level of the statistical intervals (default 0.95)")
+    p.add_argument("--names", choices=("direct", "statistical"), default="direct",
+                   help="basis of the top kernel names: direct (per-launch sums, default) or statistical "
+                        "(a per-name regression per run: slower)")
     p.add_argument("--top", type=int, default=8, help="kernel names shown by difference (default 8)")
     p.add_argument("--rate", help="PROJECTION: units of work per time, e.g. 1000/s, 2e9/day")
     p.add_argument("--price", type=float, help="PROJECTION: price per kWh")
@@ -172,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
     patterns = load_patterns(args.categories) if args.categories else None
     runs = _runs(args)
     doc = cmp.compare(runs, baseline=args.baseline - 1, window=args.window, unit=args.unit, patterns=patterns,
-                      basis=args.basis, confidence=args.level, top=args.top, projection=projection)
+                      basis=args.basis, confidence=args.level, top=args.top, projection=projection,
+                      names=args.names)
     if args.json:
         print(json.dumps(doc, indent=1, allow_nan=False))
     elif args.csv:
