@@ -1,5 +1,9 @@
 """Cost of `compare`: two runs of 10 M samples each with traces of 1 M kernels.
 
+Three figures: the direct pass alone (``basis="direct"``: windows, per-launch energies,
+category and name sums), the default (one category regression per run, top names direct),
+and ``names="statistical"`` (a second, per-name regression per run, as before).
+
 Synthetic recordings (jouletrace.testing.models: perfect timing, simulated counter at
 10 kHz polling for 1000 s -> 10 M samples; the kernel mix of the simulated models).
 Run: .venv/bin/python bench/bench_compare.py [--seconds 1000] [--rate 10000]
@@ -48,11 +52,11 @@ def main() -> None:
     b = make(args.seconds, args.rate, 2, time_scale={"gemm": 1.3})
     print(f"made: {len(a[0]):,} and {len(b[0]):,} samples, {len(a[1]):,} and {len(b[1]):,} kernels "
           f"in {time.perf_counter() - t:.1f} s")
-    t = time.perf_counter()
-    compare([Run(*a, label="a"), Run(*b, label="b")], bootstrap=args.bootstrap)
-    print(f"compare (2 runs, categories + names, statistical, {args.bootstrap} bootstrap): "
-          f"{time.perf_counter() - t:.2f} s")
-
+    for basis, names in (("direct", "direct"), ("auto", "direct"), ("auto", "statistical")):
+        t = time.perf_counter()
+        doc = compare([Run(*a, label="a"), Run(*b, label="b")], bootstrap=args.bootstrap, basis=basis, names=names)
+        print(f"compare (2 runs, basis={basis} -> {doc['basis']}, top names {names}, {args.bootstrap} bootstrap): "
+              f"{time.perf_counter() - t:.2f} s")
 
 if __name__ == "__main__":
     main()

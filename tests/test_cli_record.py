@@ -184,6 +184,13 @@ def test_report_csv_and_plot(tmp_path, make_sim, now_ns):
     assert len(ax.lines) == 2
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["gpu0 (sim)", "gpu1 (sim)"]
     assert any(t.get_text() == "step" for t in ax.texts)  # the window is labelled
+    # ... and shaded over exactly its edges (seconds since the first sample)
+    rec = jouletrace.load(path)
+    (w,) = rec.metadata["windows"]
+    (span,) = ax.patches
+    x = span.get_path().vertices[:, 0] if not hasattr(span, "get_width") else [span.get_x(), span.get_x() + span.get_width()]
+    assert min(x) == pytest.approx((w["t0_ns"] - int(rec.t_ns[0])) * 1e-9, abs=1e-9)
+    assert max(x) == pytest.approx((w["t1_ns"] - int(rec.t_ns[0])) * 1e-9, abs=1e-9)
 
 
 def test_plot_without_matplotlib_is_a_clear_error(tmp_path, make_sim, now_ns, monkeypatch):

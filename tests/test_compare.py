@@ -249,3 +249,38 @@ def test_html_report_renders_in_a_headless_browser(files, tmp_path):
     assert "top-kernels" in dom
     errors = [ln for ln in p.stderr.splitlines() if "Uncaught" in ln or ":CONSOLE(" in ln]
     assert not errors, errors
+
+
+def test_png_charts_signature_size_and_bars(files, tmp_path):
+    """--png: two real PNGs of the stated size; the category chart has one bar segment per run
+    and category and the power chart one line per run."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.image
+
+    from jouletrace.cli.compare import category_figure, power_figure
+
+    _, f = files
+    prefix = tmp_path / "fig"
+    r = jt("compare", f"{f[0][0]}:{f[0][1]}", f"{f[2][0]}:{f[2][1]}", "--png", str(prefix))
+    assert r.returncode == 0, r.stderr
+    for name, size in (("categories", (7, 0.6 * 2 + 1.6)), ("power", (7, 3))):
+        path = tmp_path / f"fig-{name}.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        h, w = matplotlib.image.imread(path).shape[:2]
+        assert (w, h) == (round(size[0] * 150), round(size[1] * 150))
+        assert f"wrote {path}" in r.stdout
+    assert not [p for p in os.listdir(tmp_path) if ".jt-tmp-" in p]
+    doc = json.loads(jt("compare", f"{f[0][0]}:{f[0][1]}", f"{f[2][0]}:{f[2][1]}", "--json").stdout)
+    fig = category_figure(doc)
+    (ax,) = [a for a in fig.axes if a.get_label() != "<colorbar>"]
+    groups = {row["group"] for run in doc["runs"] for row in run["breakdown"]["rows"]}
+    assert len(ax.patches) == 2 * len(groups)
+    # the stacked bars end at each run's total energy per unit (the chart's basis)
+    key = "stat_per_unit_j" if doc["basis"] == "statistical" else "per_unit_j"
+    for i, run in enumerate(doc["runs"]):
+        total = sum(max(row[key] or 0.0, 0.0) for row in run["breakdown"]["rows"])
+        ends = [p.get_x() + p.get_width() for p in ax.patches if abs(p.get_y() + p.get_height() / 2 - i) < 0.5]
+        assert max(ends) == pytest.approx(total)
+    assert len(power_figure(doc).axes[0].lines) == 2
+    r = jt("compare", f[0][0], "--png", str(tmp_path / "no-such-dir" / "x"))
+    assert r.returncode != 0 and "does not exist" in r.stderr and "Traceback" not in r.stderr

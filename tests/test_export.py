@@ -180,3 +180,73 @@ def test_kineto_trace_keeps_its_events_and_gains_counter_tracks(fname, make_sim,
     back = load_kineto(out)
     np.testing.assert_array_equal(back.start_ns, kernels.start_ns)
     np.testing.assert_array_equal(back.end_ns, kernels.end_ns)
+
+
+def _with_windows(rec, windows):
+    return jouletrace.Recording(
+        t_ns=rec.t_ns, t_before_ns=rec.t_before_ns, t_after_ns=rec.t_after_ns, seq=rec.seq, status=rec.status,
+        values={c: rec[c] for c in rec.channels}, cumulative={c: rec.is_cumulative(c) for c in rec.channels},
+        clock_pairs=rec.clock_pairs, metadata=dict(rec.metadata, windows=windows))
+
+
+def _window_slices(doc: dict) -> list[dict]:
+    from jouletrace.export import WINDOWS_PID
+
+    ws = [e for e in doc["traceEvents"] if e.get("cat") == "jouletrace.window"]
+    assert all(e["ph"] == "X" and e["pid"] == WINDOWS_PID for e in ws)
+    assert any(e["ph"] == "M" and e["pid"] == WINDOWS_PID and e["args"]["name"] == "jouletrace windows"
+               for e in doc["traceEvents"])
+    return ws
+
+
+def test_windows_are_slices_with_energy_and_bound(small_run, tmp_path):
+    """Monitor-style windows in the recording: one slice each, exact edges, energy ± bound
+    holding the simulation's truth, work and energy per unit; overlaps on separate rows."""
+    rec, kernels, sim = small_run
+    s = T0 + 2_000_000_000
+    windows = [
+        {"name": "step", "t0_ns": s, "t1_ns": s + 3_000_000_000, "work": {"tokens": 3000}},
+        {"name": "fwd", "t0_ns": s + 500_000_000, "t1_ns": s + 1_500_000_000},   # nested in step
+        {"name": "eval", "t0_ns": s + 2_000_000_000, "t1_ns": s + 6_000_000_000},  # overlaps step's end
+        {"name": "open", "t0_ns": s + 7_000_000_000, "t1_ns": None},               # still open: not drawn
+    ]
+    rw = _with_windows(rec, windows)
+    doc = _strict_load(Path(write_perfetto(tmp_path / "w.json", rw, kernels)))
+    _check_chrome_trace(doc)
+    base = doc["baseTimeNanoseconds"]
+    al = at.align(kernels, rw)
+    ws = {e["name"]: e for e in _window_slices(doc)}
+    assert set(ws) == {"step", "fwd", "eval"}
+    for w in windows[:3]:
+        e = ws[w["name"]]
+        t0 = int(al.to_monotonic(np.array([_ts_ns(e, base)]))[0])
+        t1 = int(al.to_monotonic(np.array([_ts_ns(e, base) + int(Decimal(e["dur"]) * 1000)]))[0])
+        assert (t0, t1) == (w["t0_ns"], w["t1_ns"])
+        a = e["args"]
+        assert a["energy_kind"] == "direct" and a["total_bound_j"] > 0
+        truth = float(sim.true_energy(w["t0_ns"], w["t1_ns"]))
+        assert abs(float(a["total_energy_j"]) - truth) <= float(a["total_bound_j"])
+        assert float(a["energy_j"]["gpu0"]) == float(a["total_energy_j"])
+    step = ws["step"]["args"]
+    assert step["work"] == {"tokens": 3000}
+    assert float(step["energy_per_unit_j"]["tokens"]) == pytest.approx(float(step["total_energy_j"]) / 3000)
+    assert ws["fwd"]["tid"] == ws["step"]["tid"] != ws["eval"]["tid"]
+
+
+def test_kineto_merge_draws_the_windows_too(make_sim, tmp_path):
+    src = TRACES / "kineto-a100-nccl.json.gz"
+    kernels = load_kineto(src)
+    offset = (int(kernels.start_ns.min()) // 10**9 - 10_000) * 10**9
+    mono_s, mono_e = kernels.start_ns - offset, kernels.end_ns - offset
+    sim = make_sim(update_period_s=0.01, avg_window_s=0.0025, idle_w=60.0)
+    sim.add_segments(mono_s, mono_e, name_watts(kernels.names)[kernels.name_id] / 4)
+    rec = synthetic_recording(sim, int(mono_s.min()) - 500_000_000, int(mono_e.max()) + 500_000_000,
+                              np.random.default_rng(5), epoch_offset=offset)
+    a, b = int(mono_s.min()), int(mono_e.max())
+    rec = _with_windows(rec, [{"name": "profiled", "t0_ns": a, "t1_ns": b, "work": {"steps": 1}}])
+    merged = _strict_load(Path(merge_kineto(src, tmp_path / "m.json", rec, kernels=kernels)))
+    (w,) = _window_slices(merged)
+    base = merged.get("baseTimeNanoseconds", 0)
+    assert _ts_ns(w, base) == int(kernels.start_ns.min())  # the trace's own time base, exact
+    assert abs(float(w["args"]["total_energy_j"]) - float(sim.true_energy(a, b))) <= float(w["args"]["total_bound_j"])
+    assert load_kineto(tmp_path / "m.json").start_ns.tolist() == kernels.start_ns.tolist()

@@ -22,7 +22,7 @@ import atexit
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -91,15 +91,20 @@ def write_windows(m: Monitor, path: str) -> None:
     os.replace(tmp, path)
 
 
-def window(name: str, sync: Callable[[], Any] | None = None) -> AbstractContextManager[Measurement]:
-    """``with jouletrace.window("step") as m:`` — energy of the block on the default Monitor.
+def window(
+    name: str, sync: Callable[[], Any] | None = None, *, work: Mapping[str, float] | None = None
+) -> AbstractContextManager[Measurement]:
+    """``with jouletrace.window("step", work={"tokens": n}) as m:`` — energy of the block on the
+    default Monitor.
 
-    ``m.energy_j``, ``m.total_j``, ``m.uncertainty_j`` are computed on first use
-    (which may block ~3 sensor periods after the block; ``m.ready`` says).
-    Where nothing is usable here it warns once and ``m`` is unavailable
-    (``m.available`` False, NaN energies, ``m.unavailable_reason``);
-    ``configure(sim=SimGPU(...))`` runs it on the simulated GPU.
+    ``work``: units of work done in the block (numbers >= 0, checked at once); work
+    known only at the end goes to ``m.add_work(tokens=n)`` inside the block, and
+    ``m.per("tokens")`` gives energy per unit with its bound. ``m.energy_j``,
+    ``m.total_j``, ``m.uncertainty_j`` are computed on first use (which may block
+    ~3 sensor periods after the block; ``m.ready`` says). Where nothing is usable
+    here it warns once and ``m`` is unavailable (``m.available`` False, NaN
+    energies, ``m.unavailable_reason``); ``configure(sim=SimGPU(...))`` runs it on
+    the simulated GPU.
     """
-    cm: AbstractContextManager[Measurement] = default_monitor().window(name, sync=sync)
+    cm: AbstractContextManager[Measurement] = default_monitor().window(name, sync=sync, work=work)
     return cm
-

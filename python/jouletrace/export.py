@@ -3,7 +3,10 @@
 :func:`write_perfetto` writes a trace that ui.perfetto.dev (and chrome://tracing)
 opens: the kernels of a :class:`~jouletrace.traces.KernelTable` as slices on
 one process per GPU ("GPU 0") and one thread per stream, the trace's NVTX /
-annotation ranges on a host process, and jouletrace's channels as counter
+annotation ranges on a host process, the recording's windows (Monitor windows,
+``jouletrace record``'s command: ``metadata["windows"]``) as slices on a
+process of their own ("jouletrace windows", :func:`window_events`: name, edges,
+energy ± bound and work in ``args``), and jouletrace's channels as counter
 tracks beside them:
 
 * ``<device> power (W)``: a power channel (``gpu0.power_w``), at each change;
@@ -39,13 +42,16 @@ import numpy as np
 
 from ._safe_output import write_bytes
 from .errors import TraceFormatError
+from .integrate import flag_names
 from .kernels.alignment import Alignment, align, device_channels
 
-__all__ = ["write_perfetto", "merge_kineto", "counter_tracks"]
+__all__ = ["write_perfetto", "merge_kineto", "counter_tracks", "window_events"]
 
 #: Process id of the host-side ranges (NVTX, user annotations) in jouletrace's own traces.
 HOST_PID = 1_000_000
 #: Counter tracks of channels that match no GPU of the trace go to HOST_PID + 1 + n.
+#: Process id of the recording's windows (:func:`window_events`).
+WINDOWS_PID = HOST_PID - 1
 
 _RAW = "\x00F"
 _RAW_END = "\x00"
@@ -203,6 +209,86 @@ def _emit(events: list[dict[str, Any]], name: str, unit: str, pid: int, rel_ns: 
 
 
 # ---------------------------------------------------------------------------------------------
+# Windows (Monitor windows, ``jouletrace record``'s command) as slices
+# ---------------------------------------------------------------------------------------------
+def window_events(
+    recording: Any,
+    to_trace: Any,
+    base_ns: int,
+    *,
+    t_range_ns: tuple[int, int] | None = None,
+    pid: int = WINDOWS_PID,
+) -> list[dict[str, Any]]:
+    """Slices (``ph: "X"``, ``cat: "jouletrace.window"``) for the windows of
+    ``recording.metadata["windows"]``, on a process of their own ("jouletrace windows").
+
+    Each slice is named as the window and spans its edges (CLOCK_MONOTONIC, mapped
+    by ``to_trace``); its ``args`` hold the energy per device and the total, each with
+    its bound (direct: :meth:`Recording.energies <jouletrace.Recording.energies>`
+    over the window, the same placement as the counter tracks), the flags, and the
+    window's work with the energy per unit. Overlapping windows go to separate
+    rows (threads) so that none hides another; a window nested in another stays
+    on its row. ``t_range_ns`` keeps the windows that overlap it.
+    """
+    wins = [w for w in (recording.metadata.get("windows") or [])
+            if isinstance(w, dict) and w.get("t0_ns") is not None and w.get("t1_ns") is not None]
+    if t_range_ns is not None:
+        wins = [w for w in wins if int(w["t1_ns"]) >= t_range_ns[0] and int(w["t0_ns"]) <= t_range_ns[1]]
+    if not wins or len(recording) < 2:
+        return []
+    wins.sort(key=lambda w: (int(w["t0_ns"]), -int(w["t1_ns"])))
+    t0 = np.array([int(w["t0_ns"]) for w in wins], dtype=np.int64)
+    t1 = np.array([int(w["t1_ns"]) for w in wins], dtype=np.int64)
+    we = recording.energies(t0, t1)
+    from .measurement import counts_in_total
+
+    keys = list(we.energy_j)
+    total = np.zeros(t0.size)
+    total_u = np.zeros(t0.size)
+    for k in keys:
+        if counts_in_total(k):
+            total += we.energy_j[k]
+            total_u += we.uncertainty_j[k]
+    # Rows: a window goes on the first row whose open windows all contain it or have ended.
+    rows: list[list[int]] = []  # per row: the stack of ends of windows still open there
+    tid = np.zeros(t0.size, dtype=np.int64)
+    for i in range(t0.size):
+        for r, stack in enumerate(rows):
+            while stack and stack[-1] <= t0[i]:
+                stack.pop()
+            if not stack or stack[-1] >= t1[i]:
+                stack.append(int(t1[i]))
+                tid[i] = r
+                break
+        else:
+            rows.append([int(t1[i])])
+            tid[i] = len(rows) - 1
+    ts = _ts_list(np.asarray(to_trace(t0), dtype=np.int64) - base_ns)
+    te = np.asarray(to_trace(t1), dtype=np.int64) - base_ns
+    dur = _ts_list(np.maximum(te - (np.asarray(to_trace(t0), dtype=np.int64) - base_ns), 0))
+    events: list[dict[str, Any]] = []
+    for i, w in enumerate(wins):
+        a: dict[str, Any] = {
+            "energy_kind": "direct",
+            "total_energy_j": _clean(total[i]),
+            "total_bound_j": _clean(total_u[i]),
+            "energy_j": {k: _clean(we.energy_j[k][i]) for k in keys},
+            "bound_j": {k: _clean(we.uncertainty_j[k][i]) for k in keys},
+            "flags": sorted({f for k in keys for f in flag_names(int(we.flags[k][i]))}),
+            "t0_ns": int(t0[i]), "t1_ns": int(t1[i]),
+        }
+        work = w.get("work")
+        if isinstance(work, dict) and work:
+            a["work"] = {str(u): _clean(v) for u, v in work.items()}
+            a["energy_per_unit_j"] = {str(u): _clean(total[i] / v) for u, v in work.items()
+                                      if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0}
+        events.append({"ph": "X", "cat": "jouletrace.window", "name": str(w.get("name")), "pid": pid,
+                       "tid": int(tid[i]), "ts": ts[i], "dur": dur[i], "args": a})
+    events.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": "jouletrace windows"}})
+    return events
+
+
+# ---------------------------------------------------------------------------------------------
 # Per-kernel args from attribution results
 # ---------------------------------------------------------------------------------------------
 def _kernel_args(n: int, launches: Any) -> list[dict[str, Any]]:
@@ -296,6 +382,7 @@ def write_perfetto(
         events += _kernel_events(kernels, base, launches, names)
     events += counter_tracks(recording, al.to_trace, base, pid_of, channels,
                              t_range_ns=span if clip else None)
+    events += window_events(recording, al.to_trace, base, t_range_ns=span if clip else None)
     for key, pid in pid_of.items():
         events.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": f"GPU {pid} ({key})"}})
     doc: dict[str, Any] = {
@@ -403,10 +490,12 @@ def merge_kineto(
     if launches is not None or names is not None:
         _annotate_kineto(doc["traceEvents"], kernels, base, launches, names, us_to_ns)
     doc["traceEvents"].extend(counter_tracks(recording, al.to_trace, base, pid_of, channels, t_range_ns=span))
+    doc["traceEvents"].extend(window_events(recording, al.to_trace, base, t_range_ns=span))
     doc["jouletrace"] = {
         "alignment": al.method,
         "alignment_uncertainty_ns": int(al.uncertainty_ns),
         "counter_tracks": "ph C events with cat jouletrace",
+        "windows": f"ph X events with cat jouletrace.window on pid {WINDOWS_PID}",
     }
     return _write(out_path, _dumps(doc))
 

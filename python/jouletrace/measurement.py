@@ -13,15 +13,18 @@ RAPL's sub-domains of a package (``.core``, ``.uncore``) and the whole-platform
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+import numbers
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .errors import InvalidArgumentError
 from .integrate import FLAG_NAMES, flag_names
 
-__all__ = ["Measurement", "WindowEnergies", "counts_in_total"]
+__all__ = ["Measurement", "PerUnit", "WindowEnergies", "check_work", "counts_in_total"]
 
 #: Keys whose energy is already inside another key's (left out of totals).
 _SUBDOMAINS = (".core", ".uncore", ".pp0", ".pp1")
@@ -169,6 +172,43 @@ class WindowEnergies:
                 self.uuid[key] = other.uuid[k]
 
 
+_EMPTY: dict[Any, Any] = {}  # shared, never mutated: a Measurement replaces it, never writes into it
+
+
+def check_work(units: Mapping[str, Any], window: str | None = None) -> dict[str, float]:
+    """Units of work as ``{unit: float}``: each amount a finite number >= 0 (not a bool), each
+    unit a non-empty string; otherwise :class:`InvalidArgumentError` naming the window."""
+    if not isinstance(units, Mapping):
+        raise InvalidArgumentError(
+            f"window {window!r}: work must map a unit to an amount, e.g. {{\"tokens\": 512}}; "
+            f"got {type(units).__name__}")
+    out: dict[str, float] = {}
+    for k, v in units.items():
+        if not isinstance(k, str) or not k:
+            raise InvalidArgumentError(f"window {window!r}: a unit of work is a non-empty string, got {k!r}")
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise InvalidArgumentError(
+                f"window {window!r}: work {k!r} must be a number >= 0, got {v!r} ({type(v).__name__})")
+        f = float(v)
+        if not (f >= 0.0 and math.isfinite(f)):
+            raise InvalidArgumentError(f"window {window!r}: work {k!r} must be a finite number >= 0, got {v!r}")
+        out[k] = f
+    return out
+
+
+@dataclass(frozen=True)
+class PerUnit:
+    """Energy per unit of work, direct, with its bound (J per unit)."""
+
+    unit: str
+    work: float
+    energy_j: float
+    bound_j: float
+
+    def __str__(self) -> str:
+        return f"{_pm(self.energy_j, self.bound_j)} J per {self.unit.rstrip('s') or self.unit}"
+
+
 class Measurement:
     """The energy of one window: per device key, total, uncertainty and flags.
 
@@ -190,26 +230,64 @@ class Measurement:
     measured here: energies NaN, bounds infinite).
     """
 
+    # Slots, and the empty mappings shared until a result fills them: a Monitor makes one of
+    # these per window on the caller's thread, so it costs one small allocation, no more.
+    __slots__ = ("name", "t0_ns", "t1_ns", "_energy", "_unc", "_flags", "_method", "_resolver",
+                 "_sensor_model", "_edges", "_ready", "_work", "_uuid", "provisional",
+                 "unavailable_reason", "_stack", "__weakref__")
+
     def __init__(self, name: str | None = None, t0_ns: int = 0, t1_ns: int | None = None) -> None:
         self.name = name
-        self.t0_ns = int(t0_ns)
+        self.t0_ns = t0_ns if type(t0_ns) is int else int(t0_ns)
         self.t1_ns = None if t1_ns is None else int(t1_ns)
         self._energy: dict[str, float] | None = None
-        self._unc: dict[str, float] = {}
-        self._flags: dict[str, tuple[str, ...]] = {}
-        self._method: dict[str, str] = {}
+        self._unc: dict[str, float] = _EMPTY
+        self._flags: dict[str, tuple[str, ...]] = _EMPTY
+        self._method: dict[str, str] = _EMPTY
         self._resolver: Callable[[bool], None] | None = None
-        #: Per counter key: the sensor model its bound assumed, and the edge model used.
-        self.sensor_model: dict[str, dict[str, Any]] = {}
-        self.edges: dict[str, str] = {}
+        self._sensor_model: dict[str, dict[str, Any]] | None = None
+        self._edges: dict[str, str] | None = None
         self._ready: Callable[[int], bool] | None = None
-        self._work: dict[str, float] = {}
-        #: GPU UUID per device key.
-        self.uuid: dict[str, str] = {}
+        self._work: dict[str, float] = _EMPTY
+        self._uuid: dict[str, str] | None = None
         #: True when computed without waiting for the updates after the end (values may change).
         self.provisional = False
         #: Why nothing was measured (no usable source here), else None.
         self.unavailable_reason: str | None = None
+        self._stack: list[Measurement] | None = None  # the Monitor's open-window stack holding it
+
+    @property
+    def sensor_model(self) -> dict[str, dict[str, Any]]:
+        """Per counter key: the sensor model its bound assumed."""
+        if self._sensor_model is None:
+            self._sensor_model = {}
+        return self._sensor_model
+
+    @sensor_model.setter
+    def sensor_model(self, value: dict[str, dict[str, Any]]) -> None:
+        self._sensor_model = value
+
+    @property
+    def edges(self) -> dict[str, str]:
+        """Per counter key: the edge model used (``aligned`` or ``independent``)."""
+        if self._edges is None:
+            self._edges = {}
+        return self._edges
+
+    @edges.setter
+    def edges(self, value: dict[str, str]) -> None:
+        self._edges = value
+
+    @property
+    def uuid(self) -> dict[str, str]:
+        """GPU UUID per device key."""
+        if self._uuid is None:
+            self._uuid = {}
+        return self._uuid
+
+    @uuid.setter
+    def uuid(self, value: dict[str, str]) -> None:
+        self._uuid = value
 
     # -- state ---------------------------------------------------------------------
     @property
@@ -238,19 +316,42 @@ class Measurement:
 
     # -- work ------------------------------------------------------------------------
     def add_work(self, **units: float) -> Measurement:
-        """Add units of work done in the window (``m.add_work(tokens=4096, samples=8)``)."""
-        for k, v in units.items():
-            self._work[k] = self._work.get(k, 0.0) + float(v)
+        """Add units of work done in the window (``m.add_work(tokens=4096, samples=8)``).
+
+        Amounts are numbers >= 0 (an int, a float, a numpy scalar; not a bool);
+        anything else raises :class:`InvalidArgumentError` and adds nothing.
+        """
+        checked = check_work(units, self.name)
+        work = dict(self._work)
+        for k, v in checked.items():
+            work[k] = work.get(k, 0.0) + v
+        self._work = work
         return self
 
     @property
     def work(self) -> dict[str, float]:
+        """Units of work done in the window (``{"tokens": 4096.0}``)."""
         return dict(self._work)
 
     def energy_per(self, unit: str) -> float:
         """Total joules per unit of work (``m.energy_per("tokens")``); NaN if none was recorded."""
         n = self._work.get(unit, 0.0)
         return self.total_j / n if n > 0 else float("nan")
+
+    def per(self, unit: str) -> PerUnit:
+        """Energy per unit of work with its bound: ``m.per("tokens").energy_j``, ``.bound_j``.
+
+        Direct, like the window's energy: the total and its bound divided by the
+        work (an exact count). Raises :class:`InvalidArgumentError` when the window
+        recorded no such work (it says which units it has).
+        """
+        n = self._work.get(unit, 0.0)
+        if not n > 0:
+            have = ", ".join(sorted(self._work)) or "none"
+            raise InvalidArgumentError(
+                f"window {self.name!r} recorded no {unit!r} (its units of work: {have}); pass "
+                f"work={{{unit!r}: N}} to the window, begin_window, end_window, or call add_work")
+        return PerUnit(unit, n, self.total_j / n, self.total_uncertainty_j / n)
 
     def _fill(
         self,

@@ -68,7 +68,9 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from threading import get_ident
+from time import monotonic_ns
 from types import TracebackType
 from typing import Any
 
@@ -81,7 +83,8 @@ from .errors import (
     MeasurementUnavailableWarning,
     SourceUnavailableError,
 )
-from .measurement import Measurement, WindowEnergies
+from .integrate import flag_names
+from .measurement import Measurement, WindowEnergies, check_work
 from .recording import Recording
 from .sampling.devices import GpuDevice, select_gpus
 
@@ -186,7 +189,10 @@ class Monitor:
         self._stopped = False
         self._lock = threading.Lock()  # guards the window lists; held for microseconds
         self._resolve_lock = threading.RLock()  # one batch computation (and recording read) at a time
+        # (thread, name) -> the stack of open windows; a Measurement knows its stack (m._stack).
         self._open: dict[tuple[int, str], list[Measurement]] = {}
+        self._resolve_cb = self._resolve  # bound once: closing a window allocates nothing more
+        self._ready_cb = self._is_ready
         self._finished: list[Measurement] = []
         self._pending: list[Measurement] = []
         self._periods: dict[tuple[int, str], float] = {}
@@ -373,14 +379,19 @@ class Monitor:
 
     # -- windows ------------------------------------------------------------------------
     def begin_window(
-        self, name: str, sync: Callable[[], Any] | None = None, *, work: dict[str, float] | None = None
+        self, name: str, sync: Callable[[], Any] | None = None, *, work: Mapping[str, float] | None = None
     ) -> Measurement:
         """Open window ``name`` now; returns its (open) Measurement.
 
         ``sync`` (default: the Monitor's) runs before the clock is read.
-        ``work``: units of work done in the window (``{"tokens": 4096}``; also
-        ``Measurement.add_work`` later), for energy per unit. Raises
-        :class:`InvalidArgumentError` on a stopped Monitor (``start()`` it again).
+        ``work``: units of work done in the window (``{"tokens": 4096}``; numbers
+        >= 0, checked here: :class:`InvalidArgumentError` otherwise); more can be
+        given to ``end_window``/``end_measurement`` or ``Measurement.add_work``.
+        Raises :class:`InvalidArgumentError` on a stopped Monitor (``start()`` it again).
+
+        The caller's thread does only this: the sync, one clock read, one
+        :class:`Measurement`, and an append under a lock held for a few
+        instructions. No sensor is read here; the energies are computed later.
         """
         if self._stopped:
             raise InvalidArgumentError(
@@ -389,91 +400,97 @@ class Monitor:
             )
         if not self._started:
             self.start()
+        m = Measurement(name)
+        if work:
+            m._work = check_work(work, name)  # checked first: a bad amount opens nothing
+        m.unavailable_reason = self.unavailable_reason
         fn = sync if sync is not None else self.sync
         if fn is not None:
             fn()
-        m = Measurement(name, time.monotonic_ns())
-        m.unavailable_reason = self.unavailable_reason
-        if work:
-            m.add_work(**work)
-        key = (threading.get_ident(), name)
+        m.t0_ns = monotonic_ns()
+        key = (get_ident(), name)
         with self._lock:
             stack = self._open.get(key)
             if stack is None:
-                self._open[key] = [m]
-            else:
-                stack.append(m)
+                # Kept when empty, so a loop's next window reuses it (one entry per thread and name).
+                stack = self._open[key] = []
+            stack.append(m)
+            m._stack = stack
         return m
 
-    def end_window(self, name: str, sync: Callable[[], Any] | None = None) -> Measurement:
+    def end_window(
+        self, name: str, sync: Callable[[], Any] | None = None, *, work: Mapping[str, float] | None = None
+    ) -> Measurement:
         """Close the innermost open window ``name`` of this thread and return its Measurement.
 
         (A window opened by another thread can be closed here if it is the only
-        open one of that name.) The energies are computed on first use.
+        open one of that name.) ``work`` adds units of work known only at the end
+        (tokens generated). The energies are computed on first use.
         """
+        checked = check_work(work, name) if work else None
         fn = sync if sync is not None else self.sync
         if fn is not None:
             fn()
-        t1 = time.monotonic_ns()
+        t1 = monotonic_ns()
         with self._lock:
-            key = (threading.get_ident(), name)
-            stack = self._open.get(key)
+            stack = self._open.get((get_ident(), name))
             if not stack:
-                others = [k for k, v in self._open.items() if k[1] == name and v]
-                if len(others) != 1 or len(self._open[others[0]]) != 1:
+                others = [v for k, v in self._open.items() if k[1] == name and v]
+                if len(others) != 1 or len(others[0]) != 1:
                     open_names = sorted({k[1] for k, v in self._open.items() if v})
                     raise InvalidArgumentError(
                         f"no open window {name!r} to end in this thread; open windows: {open_names or 'none'}"
                     )
-                key = others[0]
-                stack = self._open[key]
+                stack = others[0]
             m = stack.pop()
-            if not stack:
-                del self._open[key]
+            if checked:
+                m.add_work(**checked)
             self._close(m, t1)
         return m
 
     def _close(self, m: Measurement, t1: int) -> None:
         # Under self._lock.
         m.t1_ns = t1
-        m._resolver = self._resolve
-        m._ready = self._is_ready
+        m._stack = None
+        m._resolver = self._resolve_cb
+        m._ready = self._ready_cb
         self._finished.append(m)
         self._pending.append(m)
 
-    @contextlib.contextmanager
     def window(
-        self, name: str, sync: Callable[[], Any] | None = None, *, work: dict[str, float] | None = None
-    ) -> Iterator[Measurement]:
+        self, name: str, sync: Callable[[], Any] | None = None, *, work: Mapping[str, float] | None = None
+    ) -> _Window:
         """``with monitor.window("step") as m:`` — ``m`` holds the result after the block.
 
-        Reading ``m``'s energy blocks until the sensor has updated after the
-        block (module docstring); ``m.ready`` says whether it would.
+        ``work`` as for :meth:`begin_window`; work known only at the end goes to
+        ``m.add_work(tokens=n)`` inside the block. Reading ``m``'s energy blocks
+        until the sensor has updated after the block (module docstring);
+        ``m.ready`` says whether it would.
         """
-        m = self.begin_window(name, sync, work=work)
-        try:
-            yield m
-        finally:
-            self.end_measurement(m, sync)
+        return _Window(self, name, sync, work)
 
-    def end_measurement(self, m: Measurement, sync: Callable[[], Any] | None = None) -> Measurement:
-        """End this very window (from ``begin_window``), whichever thread opened it; idempotent."""
+    def end_measurement(
+        self, m: Measurement, sync: Callable[[], Any] | None = None, *, work: Mapping[str, float] | None = None
+    ) -> Measurement:
+        """End this very window (from ``begin_window``), whichever thread opened it; idempotent.
+
+        ``work`` adds units of work known only at the end (ignored if it had ended).
+        """
+        checked = check_work(work, m.name) if work else None
         fn = sync if sync is not None else self.sync
         if fn is not None:
             fn()
-        t1 = time.monotonic_ns()
+        t1 = monotonic_ns()
         with self._lock:
-            if m.t1_ns is None:  # else already ended (end_window from another thread)
-                for key, stack in list(self._open.items()):
-                    if key[1] != m.name:
-                        continue
-                    for i in range(len(stack) - 1, -1, -1):
-                        if stack[i] is m:
-                            del stack[i]
-                            if not stack:
-                                del self._open[key]
-                            self._close(m, t1)
-                            return m
+            stack = m._stack
+            if m.t1_ns is None and stack is not None:  # else already ended (end_window from another thread)
+                if stack[-1] is m:
+                    stack.pop()
+                else:
+                    del stack[next(i for i in range(len(stack) - 1, -1, -1) if stack[i] is m)]
+                if checked:
+                    m.add_work(**checked)
+                self._close(m, t1)
         return m
 
     def open_windows(self) -> list[str]:
@@ -624,10 +641,28 @@ class Monitor:
             we = self.energies(t0s, t1s, wait=wait)
             # Without waiting, a window is final only if its end was already followed by the updates.
             provisional = not wait and self.running and not self._is_ready(int(t1s.max()))
+            # Filled straight from the arrays (one list per key, flag names memoised per value):
+            # a clear() or a logger's ready() over 10^4 windows costs ~1 µs each.
+            keys = list(we.energy_j)
+            ev = [we.energy_j[k].tolist() for k in keys]
+            uv = [we.uncertainty_j[k].tolist() for k in keys]
+            fv = [we.flags[k].tolist() for k in keys]
+            names: dict[int, tuple[str, ...]] = {}
+            method = dict(we.method)  # shared by the batch: Measurement only hands out copies
+            uuid = {k: u for k, u in we.uuid.items() if k in we.energy_j}
+            sensor_model, edges = dict(we.sensor_model), dict(we.edges)
             for i, m in enumerate(batch):
-                r = we.measurement(i)
-                m._fill(r._energy or {}, r._unc, r._flags, r._method)
-                m.uuid = {k: u for k, u in we.uuid.items() if k in (r._energy or {})}
+                flags = {}
+                for k, col in zip(keys, fv, strict=True):
+                    f = col[i]
+                    fl = names.get(f)
+                    if fl is None:
+                        fl = names[f] = flag_names(f)
+                    flags[k] = fl
+                m._fill({k: col[i] for k, col in zip(keys, ev, strict=True)},
+                        {k: col[i] for k, col in zip(keys, uv, strict=True)}, flags, method)
+                m.uuid = dict(uuid)
+                m.sensor_model, m.edges = sensor_model, edges
                 m.provisional = provisional
             if provisional:
                 return  # stay pending: a later waiting read replaces them with the final values
@@ -699,6 +734,26 @@ class Monitor:
     def __repr__(self) -> str:
         srcs = ", ".join(s.source for s in self._samplers)
         return f"<Monitor [{srcs}] {self.rate_hz:g} Hz windows={len(self._finished)} skipped={list(self.skipped)}>"
+
+
+class _Window:
+    """The context manager of :meth:`Monitor.window` (a plain class: cheaper than a generator)."""
+
+    __slots__ = ("_mon", "_name", "_sync", "_work", "_m")
+
+    def __init__(self, mon: Monitor, name: str, sync: Callable[[], Any] | None,
+                 work: Mapping[str, float] | None) -> None:
+        self._mon, self._name, self._sync, self._work = mon, name, sync, work
+        self._m: Measurement | None = None
+
+    def __enter__(self) -> Measurement:
+        self._m = self._mon.begin_window(self._name, self._sync, work=self._work)
+        return self._m
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        m, self._m = self._m, None
+        if m is not None:
+            self._mon.end_measurement(m, self._sync)
 
 
 def _updates_after(rec: Recording, channel: str, t_ns: int) -> int:

@@ -65,12 +65,15 @@ from ..measurement import counts_in_total
 from ..traces import KernelTable
 
 __all__ = ["CATEGORIES", "DEFAULT_PATTERNS", "IDLE", "OUTSIDE", "Breakdown", "categorize",
-           "breakdown", "group_kernels", "load_patterns"]
+           "breakdown", "add_statistical", "group_kernels", "load_patterns"]
 
 #: The categories, in display order ("idle" is the time with no kernel).
 CATEGORIES = ("gemm", "attention", "normalisation", "elementwise", "reduction", "communication",
               "memory", "other")
 IDLE = "(idle)"
+#: A direct group energy whose bound is within this fraction of it (and whose launches are
+#: above the sensor's resolution) needs no regression (``statistical="auto"``).
+DIRECT_SOUND_REL = 0.05
 OUTSIDE = "(outside ranges)"
 
 #: (category, regex): tried in order, first match wins (module docstring).
@@ -235,6 +238,15 @@ class Breakdown:
     devices: dict[int, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    def direct_sound(self) -> bool:
+        """Whether the direct energies alone answer the question: every group's energy comes from
+        launches above the sensor's resolution and its bound is within ``DIRECT_SOUND_REL`` of it
+        (then the regression would buy nothing)."""
+        rows = [r for r in self.rows if r["group"] != IDLE and r["launches"] > 0]
+        return bool(rows) and all(
+            r["below_resolution_fraction"] == 0.0 and np.isfinite(r["bound_j"])
+            and r["bound_j"] <= DIRECT_SOUND_REL * abs(r["energy_j"]) for r in rows)
+
     def row(self, group: str) -> dict[str, Any]:
         for r in self.rows:
             if r["group"] == group:
@@ -287,7 +299,7 @@ def breakdown(
     ops: Any = None,
     alignment: Alignment | None = None,
     launches: Any = None,
-    statistical: bool = True,
+    statistical: bool | str = True,
     confidence: float = 0.95,
     bootstrap: int = 200,
     device_map: dict[int, str] | None = None,
@@ -297,7 +309,7 @@ def breakdown(
 
     ``launches`` reuses a :class:`~jouletrace.kernels.attribution.LaunchEnergies`
     computed before (same kernels, same alignment). ``statistical=False`` skips
-    the regression. ``confidence`` and ``bootstrap`` are those of the statistical
+    the regression; ``"auto"`` skips it when :meth:`Breakdown.direct_sound` (the note says so). ``confidence`` and ``bootstrap`` are those of the statistical
     intervals.
     """
     if len(kernels) == 0:
@@ -318,6 +330,8 @@ def breakdown(
     bound = np.bincount(g, weights=u, minlength=ng)
     time_s = np.bincount(g, weights=share, minlength=ng)
     count = np.bincount(g, minlength=ng)
+    below = np.asarray(launches["below_resolution"], dtype=bool)
+    below_e = np.bincount(g, weights=np.abs(e) * below, minlength=ng)
     chans = device_channels(kernels, recording, device_map)
     idle_e = idle_t = span_s = span_e = span_u = 0.0
     devices: dict[int, dict[str, Any]] = {}
@@ -344,9 +358,10 @@ def breakdown(
     rows: list[dict[str, Any]] = []
     for i, name in enumerate(groups):
         rows.append({"group": name, "launches": int(count[i]), "time_s": float(time_s[i]),
-                     "energy_j": float(energy[i]), "bound_j": float(bound[i])})
+                     "energy_j": float(energy[i]), "bound_j": float(bound[i]),
+                     "below_resolution_fraction": float(below_e[i] / energy[i]) if energy[i] > 0 else 0.0})
     rows.append({"group": IDLE, "launches": 0, "time_s": idle_t, "energy_j": idle_e,
-                 "bound_j": span_u})
+                 "bound_j": span_u, "below_resolution_fraction": 0.0})
     for r in rows:
         r["power_w"] = r["energy_j"] / r["time_s"] if r["time_s"] > 0 else None
         r["fraction"] = r["energy_j"] / span_e if span_e else float("nan")
@@ -355,10 +370,30 @@ def breakdown(
     notes = ["direct: per-launch energies summed (they and the idle row add up to the span's energy); "
              "the idle row's bound is the span's"]
     out = Breakdown(by=by, rows=rows, span_s=span_s, span_energy_j=span_e, span_bound_j=span_u,
-                    level=confidence if statistical else None, devices=devices, notes=notes)
-    if statistical:
-        _statistical(out, recording, kernels, groups, gid, alignment, device_map, confidence, bootstrap, seed)
+                    level=confidence if statistical is True else None, devices=devices, notes=notes)
     out.rows = [r for r in out.rows if r["launches"] > 0 or r["group"] == IDLE]
+    if statistical == "auto" and out.direct_sound():
+        out.notes.append("statistical: not fitted, the direct energies are sound (every group's launches "
+                         f"above the sensor's resolution, bounds within {DIRECT_SOUND_REL:.0%})")
+    elif statistical:
+        out.level = confidence
+        _statistical(out, recording, kernels, groups, gid, alignment, device_map, confidence, bootstrap, seed)
+    return out
+
+
+def add_statistical(out: Breakdown, recording: Any, kernels: KernelTable, *,
+                    patterns: Sequence[Sequence[str]] | None = None, ranges: str | None = None,
+                    level: str = "innermost", merge_numbered: bool = True, ops: Any = None,
+                    alignment: Alignment | None = None, confidence: float = 0.95, bootstrap: int = 200,
+                    device_map: dict[int, str] | None = None, seed: int | None = 0) -> Breakdown:
+    """Add the statistical estimate to a breakdown made with ``statistical=False`` (same
+    kernels and grouping arguments); returns it."""
+    groups, gid = group_kernels(kernels, out.by, patterns=patterns, ranges=ranges, level=level,
+                                merge_numbered=merge_numbered, ops=ops)
+    if alignment is None:
+        alignment = align(kernels, recording)
+    out.level = confidence
+    _statistical(out, recording, kernels, groups, gid, alignment, device_map, confidence, bootstrap, seed)
     return out
 
 

@@ -21,8 +21,17 @@ For each run (a recording, optionally with the profiler trace of the same run):
   (per-launch energies, with bounds). A category's difference is within the
   uncertainty when its interval (half-widths of the two runs added in
   quadrature, statistical; bounds added, direct) holds 0.
-* **top names**: the kernel names whose energy per unit differs most, on the
-  same basis.
+* **top names**: the kernel names whose energy per unit differs most, with the
+  interval of the difference and its ``kind``: by default *direct* (per-launch
+  energies summed per name, bounds added: loose for kernels below the sensor's
+  resolution, which the bound says), ``names="statistical"`` for the per-name
+  regression (a second fit per run).
+
+Cost: one alignment and one per-launch pass per run serve every grouping; the
+category regression (the bulk of the time) runs once per traced run, and not at
+all under ``basis="auto"`` when every run's direct category energies are sound
+(:meth:`.breakdown.Breakdown.direct_sound`: launches above the sensor's
+resolution, bounds within 5 %), which the notes say.
 
 :func:`compare` returns a plain JSON-able dict whose schema is :data:`JSON_SCHEMA`
 (``"schema": "jouletrace.compare/1"``); :func:`format_text`, :func:`format_csv`
@@ -44,8 +53,8 @@ import numpy as np
 from ..errors import InvalidArgumentError
 from ..kernels.alignment import align
 from ..kernels.attribution import attribute_launches
-from .breakdown import IDLE, breakdown
-from .work import STEP, per_work, select_windows, work_of
+from .breakdown import IDLE, add_statistical, breakdown
+from .work import STEP, select_windows, window_work_energies, work_table
 
 __all__ = ["Run", "SCHEMA", "JSON_SCHEMA", "summarize_run", "compare", "format_text", "format_csv"]
 
@@ -112,12 +121,19 @@ def _timeline(rec: Any, t0: int, t1: int, points: int = 400) -> dict[str, list[f
 
 
 def summarize_run(run: Run, *, window: str | None = None, patterns: Any = None, confidence: float = 0.95,
-                  bootstrap: int = 200, top: int = 10, statistical: bool = True) -> dict[str, Any]:
-    """The per-run part of :func:`compare` (energy, work, breakdown; no unit chosen yet)."""
+                  bootstrap: int = 200, top: int = 10, statistical: bool = True,
+                  names: str = "direct") -> dict[str, Any]:
+    """The per-run part of :func:`compare` (energy, work, breakdown; no unit chosen yet).
+
+    One alignment and one per-launch pass serve every grouping; ``statistical``
+    adds the category regression (:func:`add_run_statistics` does it later);
+    ``names="statistical"`` also runs the per-name regression for the top names.
+    """
     rec = run.recording
     wins = select_windows(rec, window)
-    we = per_work(rec, window)
-    t0, t1 = int(wins[0]["t0_ns"]), int(wins[-1]["t1_ns"])
+    we = window_work_energies(rec, [int(w["t0_ns"]) for w in wins], [int(w["t1_ns"]) for w in wins],
+                              work=work_table(wins))
+    t0, t1 = int(we.t0_ns.min()), int(we.t1_ns.max())
     out: dict[str, Any] = {
         "label": run.label or (os.path.basename(run.path) if run.path else "run"),
         "file": run.path, "trace": run.trace_path, "source": str(rec.metadata.get("source", "?")),
@@ -126,6 +142,7 @@ def summarize_run(run: Run, *, window: str | None = None, patterns: Any = None, 
         "avg_power_w": _num(we.avg_power_w), "avg_power_bound_w": _num(we.bound_j / we.time_s if we.time_s else None),
         "work": we.work, "flags": we.flags, "_per_unit": we.per_unit, "_spread": we.spread,
         "devices": we.devices, "timeline": _timeline(rec, t0, t1), "breakdown": None, "_names": None,
+        "_names_kind": None, "_ctx": None,
     }
     if run.kernels is None:
         return out
@@ -133,25 +150,41 @@ def summarize_run(run: Run, *, window: str | None = None, patterns: Any = None, 
     alignment = align(kernels, rec)
     launches = attribute_launches(rec, kernels, alignment=alignment)
     cat = breakdown(rec, kernels, "category", patterns=patterns, alignment=alignment, launches=launches,
-                    statistical=statistical, confidence=confidence, bootstrap=bootstrap)
-    names = breakdown(rec, kernels, "name", alignment=alignment, launches=launches,
-                      statistical=statistical, confidence=confidence, bootstrap=bootstrap)
+                    statistical=False)
+    stat_names = names == "statistical"
+    nbd = breakdown(rec, kernels, "name", alignment=alignment, launches=launches, statistical=stat_names,
+                    confidence=confidence, bootstrap=bootstrap)
     # Work done inside the trace's span: each window's work pro rata of its overlap with it.
     s0 = min(d["span_ns"][0] for d in cat.devices.values())
     s1 = max(d["span_ns"][1] for d in cat.devices.values())
-    span_work: dict[str, float] = {}
-    for w in wins:
-        a, b = int(w["t0_ns"]), int(w["t1_ns"])
-        f = max(0, min(b, s1) - max(a, s0)) / (b - a) if b > a else 0.0
-        for u, v in work_of(w).items():
-            span_work[u] = span_work.get(u, 0.0) + v * f
+    a, b = we.t0_ns, we.t1_ns
+    length = (b - a).astype(np.float64)
+    f = np.divide(np.maximum(0, np.minimum(b, s1) - np.maximum(a, s0)), length,
+                  out=np.zeros(a.size), where=length > 0)
+    span_work = {u: float(np.sum(v * f)) for u, v in we.per_window.items()}
     out["breakdown"] = {"by": "category", "span_s": cat.span_s, "span_energy_j": cat.span_energy_j,
                         "span_bound_j": cat.span_bound_j, "work_in_span": span_work,
                         "level": cat.level, "notes": cat.notes, "rows": cat.rows,
+                        "direct_sound": cat.direct_sound(),
                         "alignment": {"method": alignment.method,
                                       "uncertainty_us": alignment.uncertainty_ns / 1e3}}
-    out["_names"] = names.rows
+    out["_names"] = nbd.rows
+    out["_names_kind"] = "statistical" if stat_names else "direct"
+    out["_ctx"] = (cat, rec, kernels, alignment, patterns, confidence, bootstrap)
+    if statistical:
+        add_run_statistics(out)
     return out
+
+
+def add_run_statistics(summary: dict[str, Any]) -> None:
+    """The category regression of one run summarised with ``statistical=False`` (in place)."""
+    ctx = summary.get("_ctx")
+    if ctx is None or summary["breakdown"] is None or summary["breakdown"]["level"] is not None:
+        return
+    cat, rec, kernels, alignment, patterns, confidence, bootstrap = ctx
+    add_statistical(cat, rec, kernels, patterns=patterns, alignment=alignment, confidence=confidence,
+                    bootstrap=bootstrap)
+    summary["breakdown"].update(level=cat.level, notes=cat.notes, rows=cat.rows)
 
 
 def _basis_ok(runs: list[dict[str, Any]]) -> bool:
@@ -207,15 +240,29 @@ def _decompose(base: dict[str, Any], run: dict[str, Any], unit: str, basis: str,
     cats.sort(key=lambda c: -abs(c["delta_j"]))
     nb = {r["group"]: r for r in base["_names"] or []}
     nr = {r["group"]: r for r in run["_names"] or []}
+    nbasis = base["_names_kind"] if base["_names_kind"] == run["_names_kind"] else "direct"
+    if nbasis == "statistical" and not (_rows_fitted(nb.values()) and _rows_fitted(nr.values())):
+        nbasis = "direct"
+    nzero = dict(zero, energy_j=0.0)
     names = []
     for n in set(nb) | set(nr):
         if n == IDLE:
             continue
-        vb = _row_values(nb[n], basis, wb)[0] if n in nb else 0.0
-        vr = _row_values(nr[n], basis, wr)[0] if n in nr else 0.0
-        names.append({"name": n, "baseline_j": vb, "run_j": vr, "delta_j": vr - vb})
+        vb, lb, hb, _ = _row_values(nb.get(n, nzero), nbasis, wb)
+        vr, lr, hr, _ = _row_values(nr.get(n, nzero), nbasis, wr)
+        if nbasis == "statistical":
+            lo = (vr - vb) - math.hypot(max(hb - vb, 0.0), max(vr - lr, 0.0))
+            hi = (vr - vb) + math.hypot(max(vb - lb, 0.0), max(hr - vr, 0.0))
+        else:
+            lo, hi = (vr - vb) - ((hb - vb) + (hr - vr)), (vr - vb) + ((hb - vb) + (hr - vr))
+        names.append({"name": n, "baseline_j": vb, "run_j": vr, "delta_j": vr - vb,
+                      "delta_low_j": _num(lo), "delta_high_j": _num(hi), "kind": nbasis})
     names.sort(key=lambda x: -abs(x["delta_j"]))
-    return {"basis": basis, "categories": cats, "top_names": names[:top]}
+    return {"basis": basis, "names_basis": nbasis, "categories": cats, "top_names": names[:top]}
+
+
+def _rows_fitted(rows: Any) -> bool:
+    return all(r.get("stat_energy_j") is not None and math.isfinite(r["stat_energy_j"]) for r in rows)
 
 
 def _cause(time_eff: float, power_eff: float, de: float) -> str:
@@ -230,8 +277,10 @@ def _cause(time_eff: float, power_eff: float, de: float) -> str:
 
 def compare(runs: Sequence[Run], *, baseline: int = 0, window: str | None = None, unit: str | None = None,
             patterns: Any = None, basis: str = "auto", confidence: float = 0.95, bootstrap: int = 200,
-            top: int = 10, projection: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Compare runs (module docstring). ``projection``: keyword arguments of
+            top: int = 10, projection: dict[str, Any] | None = None, names: str = "direct") -> dict[str, Any]:
+    """Compare runs (module docstring). ``names``: the basis of the top kernel names
+    (``"direct"``, from the per-launch pass every run has already; ``"statistical"`` runs
+    the per-name regression too, at the cost of a second fit per run). ``projection``: keyword arguments of
     :func:`.projection.project` without the energies (``rate_per_s``, ``price_per_kwh``,
     ``currency``, ``intensity_g_per_kwh``, ``region``, ``table``)."""
     if len(runs) < 1:
@@ -240,8 +289,17 @@ def compare(runs: Sequence[Run], *, baseline: int = 0, window: str | None = None
         raise InvalidArgumentError(f"--baseline must be between 1 and {len(runs)} (the runs' order)")
     if basis not in ("auto", "statistical", "direct"):
         raise InvalidArgumentError(f"basis must be auto, statistical or direct; got {basis!r}")
+    if names not in ("direct", "statistical"):
+        raise InvalidArgumentError(f"names must be direct or statistical; got {names!r}")
     summaries = [summarize_run(r, window=window, patterns=patterns, confidence=confidence,
-                               bootstrap=bootstrap, top=top, statistical=basis != "direct") for r in runs]
+                               bootstrap=bootstrap, top=top, statistical=basis == "statistical", names=names)
+                 for r in runs]
+    traced_runs = [s for s in summaries if s["breakdown"] is not None]
+    # One regression per traced run, and only where it buys something: "auto" skips it when
+    # every run's direct category energies are sound (Breakdown.direct_sound).
+    if basis == "auto" and traced_runs and not all(s["breakdown"]["direct_sound"] for s in traced_runs):
+        for s in traced_runs:
+            add_run_statistics(s)
     labels = [s["label"] for s in summaries]
     if len(set(labels)) != len(labels):
         for i, s in enumerate(summaries):
@@ -288,12 +346,22 @@ def compare(runs: Sequence[Run], *, baseline: int = 0, window: str | None = None
                     if isinstance(row[k], float):
                         row[k] = _num(row[k])
         s.pop("_names", None)
+        s.pop("_names_kind", None)
+        s.pop("_ctx", None)
     notes = [
         "per_unit and ratio are direct: the counter over the run's windows, with its bound",
         f"breakdown and differences use the {basis} energies of each category"
         + (" (a regression over counter intervals, intervals at the stated level)" if basis == "statistical"
            else " (per-launch energies summed, bounds added)"),
     ]
+    if traced and basis == "direct" and all(s["breakdown"]["direct_sound"] for s in summaries):
+        notes.append("no regression was fitted: every run's direct category energies are sound (launches above "
+                     "the sensor's resolution, bounds within 5 %)")
+    if diffs:
+        nk = diffs[0]["names_basis"]
+        notes.append(f"top kernel names: {nk} energies per name"
+                     + (" (per-launch energies summed, bounds added)" if nk == "direct"
+                        else " (the per-name regression, intervals at the stated level)"))
     if projection is not None:
         notes.append("projection: a projection, not a measurement; it assumes the measured energy per unit holds")
     return {"schema": SCHEMA, "unit": u, "baseline": b["label"], "basis": basis, "runs": summaries,

@@ -3,37 +3,19 @@
 Charts are inline SVG generated here: a stacked bar per run by category
 (energy per unit of work; the basis of the comparison), the power timelines of
 the runs aligned at their start, and the top kernel names by difference. The
-page holds its own CSS; it loads nothing.
+page holds its own CSS; it loads nothing. It is written by the one safe-output
+routine (:mod:`jouletrace._safe_output`), like every other file jouletrace writes.
 """
 
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from typing import Any
 
-__all__ = ["render", "write_atomic"]
+__all__ = ["render"]
 
 _COLORS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#bab0ac"]
-
-
-def write_atomic(path: str, data: str | bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``:
-    what was there is replaced whole or not at all."""
-    d = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".jouletrace-", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _e(x: Any) -> str:

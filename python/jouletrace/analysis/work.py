@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,7 @@ from ..errors import InvalidArgumentError
 from ..integrate import flag_names
 from ..measurement import counts_in_total
 
-__all__ = ["WorkEnergy", "select_windows", "work_of", "window_work_energies", "per_work"]
+__all__ = ["WorkEnergy", "select_windows", "work_of", "work_table", "window_work_energies", "per_work"]
 
 #: The implicit unit every window counts once.
 STEP = "steps"
@@ -57,6 +58,38 @@ def work_of(window: Mapping[str, Any]) -> dict[str, float]:
         out[str(unit)] = float(amount)
     out.setdefault(STEP, 1.0)
     return out
+
+
+def work_table(windows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """The work of N window entries as one array per unit (0 where a window does not name
+    the unit), ``steps`` included (1 per window unless given); validated as :func:`work_of`,
+    in one pass (recordings hold 10^5 windows and more)."""
+    n = len(windows)
+    cols: dict[str, np.ndarray] = {}
+    for i, w in enumerate(windows):
+        raw = w.get("work")
+        if not raw:
+            continue
+        if not isinstance(raw, Mapping):
+            work_of(w)  # raises, naming the window
+        for unit, amount in raw.items():
+            if type(amount) is not float and type(amount) is not int and (
+                    isinstance(amount, bool) or not isinstance(amount, numbers.Real)):
+                work_of(w)  # raises, naming the window and the amount
+            col = cols.get(unit)
+            if col is None:
+                col = cols[str(unit)] = np.zeros(n)
+            col[i] = amount
+    for col in cols.values():
+        bad = np.flatnonzero(~np.isfinite(col) | (col < 0))
+        if bad.size:
+            work_of(windows[int(bad[0])])  # raises, naming the window and the amount
+    if STEP not in cols:
+        cols[STEP] = np.ones(n)
+    else:
+        given = np.array([isinstance(w.get("work"), Mapping) and STEP in w["work"] for w in windows])
+        cols[STEP] = np.where(given, cols[STEP], 1.0)
+    return cols
 
 
 def select_windows(recording: Any, pattern: str | None = None) -> list[dict[str, Any]]:
@@ -114,6 +147,10 @@ class WorkEnergy:
     spread: dict[str, dict[str, float]] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     devices: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The windows' edges (CLOCK_MONOTONIC ns) and their work per unit, one entry per window.
+    t0_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    t1_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    per_window: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def avg_power_w(self) -> float:
@@ -183,7 +220,7 @@ def window_work_energies(
         bounds_j = float(np.sum(u))
     out = WorkEnergy(windows=int(a.size), time_s=time_s, energy_j=float(np.sum(e)),
                      bound_j=bounds_j, work={k: float(np.sum(v)) for k, v in per_win.items()},
-                     flags=flags, devices=devices)
+                     flags=flags, devices=devices, t0_ns=a, t1_ns=b, per_window=per_win)
     for unit, v in per_win.items():
         total = float(np.sum(v))
         if total <= 0:
@@ -208,8 +245,9 @@ def per_work(recording: Any, pattern: str | None = None, *,
     selected window that amount instead (``{"tokens": [..]}``: one per window).
     """
     wins = select_windows(recording, pattern)
+    per: Any
     if work is None:
-        per = [work_of(w) for w in wins]
+        per = work_table(wins)
     else:
         per = [{} for _ in wins]
         for unit, v in work.items():

@@ -18,10 +18,11 @@ import os
 from typing import Any
 
 from .. import traces
+from .._safe_output import check_output, write_bytes, write_output
 from ..analysis import compare as cmp
 from ..analysis.breakdown import load_patterns
 from ..analysis.projection import grid_table, parse_rate
-from ..analysis.report_html import render, write_atomic
+from ..analysis.report_html import render
 from ..errors import InvalidArgumentError
 from ..io import load
 
@@ -41,6 +42,9 @@ def add_parser(sub: Any) -> None:
                    help="energies used for categories and differences (default: statistical when every fit works)")
     p.add_argument("--categories", metavar="JSON", help='a category table [["category", "regex"], ...] tried before the defaults')
     p.add_argument("--level", type=float, default=0.95, help="confidence level of the statistical intervals (default 0.95)")
+    p.add_argument("--names", choices=("direct", "statistical"), default="direct",
+                   help="basis of the top kernel names: direct (per-launch sums, default) or statistical "
+                        "(a per-name regression per run: slower)")
     p.add_argument("--top", type=int, default=8, help="kernel names shown by difference (default 8)")
     p.add_argument("--rate", help="PROJECTION: units of work per time, e.g. 1000/s, 2e9/day")
     p.add_argument("--price", type=float, help="PROJECTION: price per kWh")
@@ -87,8 +91,7 @@ def _runs(args: argparse.Namespace) -> list[cmp.Run]:
     return out
 
 
-def png(doc: dict[str, Any], prefix: str) -> list[str]:
-    """Two PNG charts for papers: energy per unit by category (stacked), power timelines."""
+def _pyplot() -> Any:
     try:
         import matplotlib
 
@@ -96,26 +99,37 @@ def png(doc: dict[str, Any], prefix: str) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         raise InvalidArgumentError("--png needs matplotlib: pip install 'jouletrace[plot]'") from None
-    written = []
+    return plt
+
+
+def category_figure(doc: dict[str, Any]) -> Any:
+    """Energy per unit by category, one stacked horizontal bar per traced run (None without traces).
+
+    The bars are those of the comparison's basis (statistical or direct); one
+    segment per run and category, in the order of the first run's rows.
+    """
+    plt = _pyplot()
     runs = [r for r in doc["runs"] if r["breakdown"]]
+    if not runs:
+        return None
     key = "stat_per_unit_j" if doc["basis"] == "statistical" else "per_unit_j"
-    if runs:
-        fig, ax = plt.subplots(figsize=(7, 0.6 * len(runs) + 1.6), dpi=150)
-        groups = list(dict.fromkeys(row["group"] for r in runs for row in r["breakdown"]["rows"]))
-        left = [0.0] * len(runs)
-        for g in groups:
-            vals = [next((max(row[key] or 0.0, 0.0) for row in r["breakdown"]["rows"] if row["group"] == g), 0.0)
-                    for r in runs]
-            ax.barh([r["label"] for r in runs], vals, left=left, label=g)
-            left = [a + b for a, b in zip(left, vals, strict=True)]
-        ax.set_xlabel(f"J per {doc['unit'].rstrip('s')} ({doc['basis']})")
-        ax.legend(fontsize=7, ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.0))
-        fig.tight_layout()
-        path = f"{prefix}-categories.png"
-        fig.savefig(path + ".tmp.png")
-        os.replace(path + ".tmp.png", path)
-        plt.close(fig)
-        written.append(path)
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(runs) + 1.6), dpi=150)
+    groups = list(dict.fromkeys(row["group"] for r in runs for row in r["breakdown"]["rows"]))
+    left = [0.0] * len(runs)
+    for g in groups:
+        vals = [next((max(row[key] or 0.0, 0.0) for row in r["breakdown"]["rows"] if row["group"] == g), 0.0)
+                for r in runs]
+        ax.barh([r["label"] for r in runs], vals, left=left, label=g)
+        left = [a + b for a, b in zip(left, vals, strict=True)]
+    ax.set_xlabel(f"J per {doc['unit'].rstrip('s')} ({doc['basis']})")
+    ax.legend(fontsize=7, ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def power_figure(doc: dict[str, Any]) -> Any:
+    """The runs' power timelines, aligned at their start, one line per run."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3), dpi=150)
     for r in doc["runs"]:
         ax.plot(r["timeline"]["t_s"], r["timeline"]["power_w"], lw=0.8, label=r["label"])
@@ -123,11 +137,24 @@ def png(doc: dict[str, Any], prefix: str) -> list[str]:
     ax.set_ylabel("power (W)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = f"{prefix}-power.png"
-    fig.savefig(path + ".tmp.png")
-    os.replace(path + ".tmp.png", path)
-    plt.close(fig)
-    written.append(path)
+    return fig
+
+
+def png(doc: dict[str, Any], prefix: str) -> list[str]:
+    """Two PNG charts for papers: PREFIX-categories.png (with traces) and PREFIX-power.png,
+    each written through the safe-output routine (whole or not at all)."""
+    plt = _pyplot()
+    written = []
+    for suffix, make in (("categories", category_figure), ("power", power_figure)):
+        fig = make(doc)
+        if fig is None:
+            continue
+        path = f"{prefix}-{suffix}.png"
+        try:
+            write_output(path, lambda fh, fig=fig: fig.savefig(fh, format="png"))
+        finally:
+            plt.close(fig)
+        written.append(path)
     return written
 
 
@@ -141,10 +168,15 @@ def run(args: argparse.Namespace) -> int:
                       "table": grid_table(args.intensity_table) if args.intensity_table else None}
     elif args.price is not None or args.intensity is not None or args.region is not None:
         raise InvalidArgumentError("--price, --intensity and --region need --rate (units of work per time, e.g. 1000/s)")
+    outs = ([args.html] if args.html else []) + ([f"{args.png}-categories.png", f"{args.png}-power.png"]
+                                                 if args.png else [])
+    for out in outs:
+        check_output(out)  # a path it would refuse is refused before any work
     patterns = load_patterns(args.categories) if args.categories else None
     runs = _runs(args)
     doc = cmp.compare(runs, baseline=args.baseline - 1, window=args.window, unit=args.unit, patterns=patterns,
-                      basis=args.basis, confidence=args.level, top=args.top, projection=projection)
+                      basis=args.basis, confidence=args.level, top=args.top, projection=projection,
+                      names=args.names)
     if args.json:
         print(json.dumps(doc, indent=1, allow_nan=False))
     elif args.csv:
@@ -152,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(cmp.format_text(doc, top=args.top))
     if args.html:
-        write_atomic(args.html, render(doc))
+        write_bytes(args.html, render(doc).encode("utf-8"))
         if not args.json and not args.csv:
             print(f"wrote {args.html}")
     if args.png:

@@ -235,8 +235,9 @@ def run(args: argparse.Namespace) -> int:
           f"(mixed precision), {seconds_b:g} s ...")
     b_rec, b_trace, truth_b = _record(out / "demo-cheaper", seconds_b, args.rate, np.random.default_rng(args.seed + 100),
                                       idle_w, speed=CHEAPER)
+    from .._safe_output import write_bytes
     from ..analysis.compare import Run, compare, format_text
-    from ..analysis.report_html import render, write_atomic
+    from ..analysis.report_html import render
 
     doc = compare([Run(jouletrace_load(rec_path), traces.load(trace_path), label="demo", path=rec_path,
                        trace_path=str(trace_path)),
@@ -250,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     true_ratio = truth_b / truth_a
     print(f"\n   energy per token, cheaper / baseline: measured {ratio:.4f}, truth {true_ratio:.4f} "
           f"(error {(ratio - true_ratio) / true_ratio:+.2%}; truth from the simulation)")
-    write_atomic(str(out / "demo-compare.html"), render(doc))
+    write_bytes(str(out / "demo-compare.html"), render(doc).encode("utf-8"))
     print(f"wrote {out / 'demo-compare.html'} (the comparison as a self-contained page)")
     if os.environ.get("JOULETRACE_DEMO_STRICT"):
         return 0 if covered >= 0.9 and misses == 0 and abs(ratio / true_ratio - 1) < 0.02 else 1
