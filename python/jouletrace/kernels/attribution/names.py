@@ -604,6 +604,12 @@ def _weighted_nnls(X: np.ndarray, y: np.ndarray, T: np.ndarray, init: np.ndarray
 _PHASES = 9
 _TILTS = 5
 _MAX_PASSES = 10
+#: Longer recordings search the timing on this many intervals (blocks of _SEARCH_BLOCK
+#: consecutive ones spread over the recording), then check the allowed timings (at most
+#: _FULL_CANDIDATES of them) on every interval.
+_SEARCH_INTERVALS = 4096
+_SEARCH_BLOCK = 64
+_FULL_CANDIDATES = 12
 #: Finer passes stop once this many timings are within the residuals' allowance.
 _MIN_CANDIDATES = 6
 #: Positions across each update's independent half-width (their average is the regressor).
@@ -612,7 +618,7 @@ _OWN_LEVELS = 5
 
 def _cumulative_at(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_groups: int,
                    upd: Updates, cands: np.ndarray, cache: dict[str, Any] | None = None,
-                   shift_ns: int = 0) -> np.ndarray:
+                   shift_ns: int = 0, at: np.ndarray | None = None) -> np.ndarray:
     """Cumulative regressors (share per group, idle; s) at every update for each timing candidate.
 
     Candidate ``(a, b)`` puts update ``k`` at ``t_k + a phase_k + b tilt_k``
@@ -620,7 +626,8 @@ def _cumulative_at(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_
     half-width ``h_k`` too, the regressors are averaged over ``+ g h_k`` for ``g``
     across [-1, 1] (trapezoid rule): the expected regressor of an update anywhere in
     its own range. ``shift_ns`` moves every position earlier by that much (the start
-    of a part-time counter's window). Shape (len(cands), len(upd), n_groups + 1).
+    of a part-time counter's window). ``at``: only these updates (indices, sorted).
+    Shape (len(cands), len(upd) or len(at), n_groups + 1).
     """
     u = upd.t_ns - int(shift_ns)
     K = u.size
@@ -631,6 +638,9 @@ def _cumulative_at(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_
     ph = upd.phase_ns if upd.phase_ns.size == K else np.zeros(K)
     tl = upd.tilt_ns if upd.tilt_ns.size == K else np.zeros(K)
     h = np.minimum(upd.h_ns, room)
+    if at is not None:
+        u, room, ph, tl, h = u[at], room[at], ph[at], tl[at], h[at]
+        K = u.size
     own = np.linspace(-1.0, 1.0, _OWN_LEVELS) if np.any(h > 0) else np.zeros(1)
     wts = np.ones(own.size)
     if own.size > 1:
@@ -644,7 +654,7 @@ def _cumulative_at(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_
     # holds every position update k may take (its whole range, so one set of zones serves
     # every pass of a search: ``cache``); the cumulative regressors at the zone starts come
     # from every launch once, the rest from the launches that overlap a zone alone.
-    key = f"zone{int(shift_ns)}"
+    key = f"zone{int(shift_ns)}" + ("" if at is None else f"/{at.size}")
     zone = None if cache is None else cache.get(key)
     if zone is None:
         reach = np.minimum(np.abs(ph) + np.abs(tl) + h, np.floor(room))
@@ -695,27 +705,42 @@ def _timing_search(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_
     has_phase = upd.phase_ns.size == K and bool(np.any(upd.phase_ns > 0))
     has_tilt = upd.tilt_ns.size == K and bool(np.any(upd.tilt_ns != 0))
     searched = timing and has_phase
+    w = int(round(window_ns)) if window_ns else 0
+    # A long recording is searched on blocks of consecutive intervals spread over it (the
+    # timing is a few numbers for the whole grid); the timings allowed there are then checked
+    # on every interval.
+    if searched and ki.size > _SEARCH_INTERVALS:
+        nb = _SEARCH_INTERVALS // _SEARCH_BLOCK
+        st = np.linspace(0, ki.size - _SEARCH_BLOCK, nb).astype(np.int64)
+        rows = np.unique((st[:, None] + np.arange(_SEARCH_BLOCK)).ravel())
+    else:
+        rows = np.arange(ki.size)
     results: list[tuple[float, tuple[float, float], np.ndarray]] = []  # rss, (phase, tilt), X
-
     cache: dict[str, Any] = {}
     warm: list[np.ndarray | None] = [None]  # the first fit's positive set starts the others
 
-    w = int(round(window_ns)) if window_ns else 0
-    scale = (T * 1e9 / w)[:, None] if w else None
+    def regressors(cands: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """(len(cands), len(r), p) regressors of intervals ``r`` (indices into ``ki``)."""
+        at = None if r.size == ki.size else np.unique(np.concatenate([ki[r], ki[r] + 1]))
+        lo = ki[r] if at is None else np.searchsorted(at, ki[r])
+        hi = ki[r] + 1 if at is None else np.searchsorted(at, ki[r] + 1)
+        C = _cumulative_at(sw, s, e, gid, n_groups, upd, cands, cache, at=at)
+        if not w:
+            return C[:, hi] - C[:, lo]
+        C0 = _cumulative_at(sw, s, e, gid, n_groups, upd, cands, cache, shift_ns=w, at=at)
+        return (C[:, hi] - C0[:, hi]) * (T[r] * 1e9 / w)[None, :, None]
+
+    def fit_rss(X: np.ndarray, r: np.ndarray) -> float:
+        c = _weighted_nnls(X, y[r], T[r], warm[0])
+        if warm[0] is None:
+            warm[0] = c > 0
+        res = (X @ c - y[r]) * wsq[r]
+        return float(res @ res)
 
     def evaluate(cands: np.ndarray) -> None:
-        C = _cumulative_at(sw, s, e, gid, n_groups, upd, cands, cache)
-        C0 = _cumulative_at(sw, s, e, gid, n_groups, upd, cands, cache, shift_ns=w) if w else None
+        Xs = regressors(cands, rows)
         for j in range(cands.shape[0]):
-            if C0 is None:
-                X = C[j, ki + 1] - C[j, ki]
-            else:
-                X = (C[j, ki + 1] - C0[j, ki + 1]) * scale
-            c = _weighted_nnls(X, y, T, warm[0])
-            if warm[0] is None:
-                warm[0] = c > 0
-            r = (X @ c - y) * wsq
-            results.append((float(r @ r), (float(cands[j, 0]), float(cands[j, 1])), X))
+            results.append((fit_rss(Xs[j], rows), (float(cands[j, 0]), float(cands[j, 1])), Xs[j]))
 
     def grid(a0: float, b0: float, da: float, db: float, na: int, nb: int) -> np.ndarray:
         a = np.clip(a0 + da * np.linspace(-1.0, 1.0, na), -1.0, 1.0)
@@ -723,6 +748,11 @@ def _timing_search(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_
         c = np.array([(x, y) for x in np.unique(a) for y in np.unique(b)])
         done = {r[1] for r in results}
         return np.array([x for x in c if (float(x[0]), float(x[1])) not in done]).reshape(-1, 2)
+
+    def allowed() -> np.ndarray:
+        rss = np.array([r[0] for r in results])
+        s2 = rss.min() / max(rows.size - n_groups - 1, 1)
+        return np.flatnonzero(rss - rss.min() <= 3.84 * s2)
 
     if not searched:
         evaluate(np.zeros((1, 2)))
@@ -737,17 +767,28 @@ def _timing_search(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_
             c = grid(a0, b0, da, db, 5, 5)
             if c.size:
                 evaluate(c)
-            rss = np.array([r[0] for r in results])
-            s2 = rss.min() / max(T.size - n_groups - 1, 1)
-            if (rss - rss.min() <= 3.84 * s2).sum() >= _MIN_CANDIDATES:
+            if allowed().size >= _MIN_CANDIDATES:
                 break
             if da * float(np.max(upd.phase_ns)) < 1.0:
                 break
             da, db = da / 2.0, db / 2.0
+    ok = allowed()
+    searched_on = int(rows.size)
+    if rows.size < ki.size:
+        # The timings the blocks allow, checked on every interval (at most _FULL_CANDIDATES,
+        # spread over the allowed set, the best first).
+        best_first = ok[np.argsort([results[i][0] for i in ok])]
+        pick = best_first[np.unique(np.linspace(0, best_first.size - 1,
+                                                min(best_first.size, _FULL_CANDIDATES)).astype(np.int64))]
+        rows = np.arange(ki.size)
+        checked = []
+        for i in pick:
+            X = regressors(np.array([results[i][1]]), rows)[0]
+            checked.append((fit_rss(X, rows), results[i][1], X))
+        results = checked
+        ok = allowed()
     rss = np.array([r[0] for r in results])
     b = int(np.argmin(rss))
-    sigma2 = rss[b] / max(T.size - n_groups - 1, 1)
-    ok = np.flatnonzero(rss - rss[b] <= 3.84 * sigma2)
     cands = [results[i][2] for i in ok]
     ph = float(np.median(upd.phase_ns)) if has_phase else 0.0
     meta = {
@@ -757,6 +798,7 @@ def _timing_search(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_
         "update_phase_half_width_ns": ph,
         "update_tilt_fraction": results[b][1][1],
         "timing_candidates": int(ok.size),
+        "timing_searched_on_intervals": searched_on,
         "timing_candidate_phase_range_ns": [min(results[i][1][0] for i in ok) * ph,
                                             max(results[i][1][0] for i in ok) * ph],
     }
