@@ -99,7 +99,12 @@ def test_profiler_handler_on_a_cpu_only_run(mon, tmp_path) -> None:  # type: ign
     assert te.attribution is None and "no CUDA kernel" in te.note and te.merged_path.exists()
     with gzip.open(te.merged_path, "rt") as f:
         events = json.load(f)["traceEvents"]
-    assert sum(e.get("name") == "step" and e.get("ph") == "X" for e in events) == 2
+    # The profiler's two active steps, as record_function ranges ...
+    assert sum(e.get("name") == "step" and e.get("ph") == "X" and e.get("cat") != "jouletrace.window"
+               for e in events) == 2
+    # ... and jouletrace's own window slices (each with its energy) on their own track.
+    ours = [e for e in events if e.get("cat") == "jouletrace.window"]
+    assert ours and all(e["name"] == "step" and "gpu0" in json.dumps(e["args"]) for e in ours)
 
 
 class _Logger:
