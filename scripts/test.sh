@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README, and .ci/run on a clean clone): makes a virtual
 # environment, installs jouletrace with its test extras from this checkout,
-# runs the native tests under ASan/UBSan and TSan, the sampler tests against
-# the extension built with ASan/UBSan, then pytest.
+# runs ruff and mypy, the native tests under ASan/UBSan and TSan, the sampler
+# tests against the extension built with ASan/UBSan, pytest, then builds the
+# manylinux wheel and tests it installed without a compiler (check_wheel.sh).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -22,9 +23,17 @@ if ! command -v prometheus >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-ge
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) \
     >/dev/null || echo "warning: could not install prometheus; the Prometheus server test will be skipped" >&2
 fi
+# Lint and types (configuration in pyproject.toml).
+"$venv/bin/ruff" check python tests bench
+"$venv/bin/mypy"
 PATH="$venv/bin:$PATH" PYTHON="$venv/bin/python" bash tests/native/run.sh
 # The extension itself under ASan/UBSan, through the sampler tests.
 PATH="$venv/bin:$PATH" PYTHON="$venv/bin/python" bash tests/native/asan_python.sh
 # Benchmarks once without timing, so their code cannot rot; figures come from bench/ runs.
 "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider bench --benchmark-disable -m "not slow"
+# The wheel as cluster users get it: manylinux_2_28, installed without a compiler, the native
+# parts' tests run against it. JOULETRACE_SKIP_WHEEL=1 skips it (e.g. a quick local run).
+if [ "${JOULETRACE_SKIP_WHEEL:-0}" != 1 ]; then
+  PYTHON="$venv/bin/python" bash scripts/check_wheel.sh
+fi

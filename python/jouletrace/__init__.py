@@ -16,7 +16,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import attribute, export, markers, sim
+import importlib as _importlib
+from typing import TYPE_CHECKING
+
 from ._default import configure, default_monitor, window
 from ._sampler import SOURCE_NAMES, Sampler
 from .calibrate import calibrate
@@ -36,6 +38,20 @@ from .monitor import Monitor
 from .recording import Recording
 from .repeat import measure
 from .sources import SourceInfo, sources
+
+if TYPE_CHECKING:
+    from . import attribute, export, markers, sim
+
+# Submodules loaded on first use (`jouletrace.attribute`, `from jouletrace import sim`), so that
+# `import jouletrace` does not pay for the kernel attribution, export and simulation code.
+_LAZY_SUBMODULES = ("attribute", "export", "markers", "sim")
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_SUBMODULES:
+        return _importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "calibrate",

@@ -81,7 +81,7 @@ def write_windows(m: Monitor, path: str) -> None:
     """
     out = []
     for w in m.measurements(wait=False):
-        d = {"name": w.name, "t0_ns": w.t0_ns, "t1_ns": w.t1_ns}
+        d: dict[str, Any] = {"name": w.name, "t0_ns": w.t0_ns, "t1_ns": w.t1_ns}
         if w.work:
             d["work"] = w.work
         out.append(d)

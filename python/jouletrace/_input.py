@@ -23,7 +23,7 @@ import errno
 import fcntl
 import os
 import stat
-from typing import IO, NoReturn
+from typing import IO, NoReturn, Protocol
 
 from .errors import JouletraceError, PermissionDeniedError
 
@@ -149,8 +149,12 @@ def open_regular(path: str, error: type[JouletraceError], what: str = "file") ->
         raise
 
 
+class _Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
 def read_capped(
-    fh: IO[bytes], budget: int, path: str, error: type[JouletraceError], what: str = "holds"
+    fh: _Readable, budget: int, path: str, error: type[JouletraceError], what: str = "holds"
 ) -> bytearray:
     """All of ``fh`` (a file or a decompressing stream), refusing more than ``budget`` bytes.
 

@@ -132,7 +132,7 @@ class _Unseekable:
         raise OSError("write-only output")
 
 
-def _stream(real: str, given: str, write: Callable[[IO[bytes]], None]) -> None:
+def _stream(real: str, given: str, write: Callable[[IO[bytes]], object]) -> None:
     """Write into an existing character device or FIFO (never replacing it)."""
     flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
     try:
@@ -191,7 +191,7 @@ def _umask() -> int:
     return 0o022
 
 
-def write_output(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> str:
+def write_output(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> str:
     """Call ``write(fh)`` with a binary file whose bytes end up at ``path`` (rules above).
 
     Returns ``path`` as given (a string). Raises :class:`OutputPathError` for a

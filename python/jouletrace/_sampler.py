@@ -8,7 +8,7 @@ import platform
 import socket
 import time
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from .errors import (
     SourceUnavailableError,
 )
 from .recording import Recording
+
+if TYPE_CHECKING:
+    from .sim import SimGPU
 
 __all__ = ["Sampler", "SOURCE_NAMES"]
 
@@ -84,7 +87,7 @@ class Sampler:
         **source_options: Any,
     ) -> None:
         self.source = source
-        self.sim = None
+        self.sim: SimGPU | None = None
         common = dict(
             rate_hz=float(rate_hz),
             ring_capacity=int(ring_capacity),
@@ -178,7 +181,8 @@ class Sampler:
         if cls is DeviceLostError:
             raise DeviceLostError(message, recording=self.recording())
         err_obj = cls(message)
-        err_obj.recording = self.recording()  # type: ignore[attr-defined]  (what was read is kept)
+        # What was read is kept on the error, as DeviceLostError keeps it.
+        err_obj.recording = self.recording()  # type: ignore[attr-defined]
         raise err_obj
 
     @property

@@ -135,10 +135,9 @@ class WindowEnergies:
         """One row per window: ``name`` (if known), ``t0_ns``, ``t1_ns``, ``duration_s``,
         ``total_j``, ``total_uncertainty_j``, then ``<key>.energy_j``, ``<key>.uncertainty_j``
         and ``<key>.flags`` (flag names joined by ``|``) per device key. Needs pandas."""
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise ImportError("WindowEnergies.to_pandas needs pandas: pip install pandas") from exc
+        from ._optional import require
+
+        pd = require("pandas", "WindowEnergies.to_pandas()")
         cols: dict[str, Any] = {}
         if self.names is not None:
             cols["name"] = list(self.names)

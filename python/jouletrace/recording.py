@@ -443,12 +443,9 @@ class Recording:
         when the recording holds clock pairs. ``df.attrs["metadata"]`` holds the
         metadata.
         """
-        try:
-            import pandas as pd
-        except ImportError:
-            raise ImportError(
-                "Recording.to_pandas() needs pandas, which is not installed here: pip install pandas"
-            ) from None
+        from ._optional import require
+
+        pd = require("pandas", "Recording.to_pandas()")
         cols: dict[str, Any] = {
             "t_ns": np.asarray(self.t_ns),
             "t_before_ns": np.asarray(self.t_before_ns),

@@ -157,9 +157,9 @@ def measure(fn: Callable[[], Any], *, sampler: Any = None, sim: Any = None, devi
     finally:
         if own:
             sampler.stop()
-    a = np.array([i0] + [w[0] for w in windows], dtype=np.int64)
-    b = np.array([i1] + [w[1] for w in windows], dtype=np.int64)
-    we = rec.energies(a, b, channels=[device], edges="independent")
+    a_ns = np.array([i0] + [w[0] for w in windows], dtype=np.int64)
+    b_ns = np.array([i1] + [w[1] for w in windows], dtype=np.int64)
+    we = rec.energies(a_ns, b_ns, channels=[device], edges="independent")
     key = next(iter(we.energy_j))
     e = we.energy_j[key]
     p0 = float(e[0] / ((i1 - i0) * 1e-9))

@@ -42,6 +42,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -187,7 +188,8 @@ class SimGPU:
             raise InvalidArgumentError(f"gpus must be 1..64, got {gpus}")
         if update_period_s < 0 or avg_window_s < 0 or latency_s < 0:
             raise InvalidArgumentError("periods, windows and latency must be >= 0")
-        idle = [float(idle_w)] * gpus if np.isscalar(idle_w) else [float(x) for x in idle_w]  # type: ignore[arg-type]
+        idle_a = np.asarray(idle_w, dtype=np.float64)
+        idle = [float(idle_a)] * gpus if idle_a.ndim == 0 else [float(x) for x in idle_a]
         if len(idle) != gpus:
             raise InvalidArgumentError(f"idle_w has {len(idle)} values for {gpus} GPUs")
         self.update_period_ns = int(round(update_period_s * 1e9))
@@ -364,8 +366,9 @@ class SimGPU:
         """
         import ctypes
 
-        import pynvml
+        from ._optional import require
 
+        pynvml: Any = require("pynvml", "SimGPU.use_in_pynvml()")
         pynvml.nvmlLib = ctypes.CDLL(str(self.library_path))
         cache = getattr(pynvml, "_nvmlGetFunctionPointer_cache", None)
         if isinstance(cache, dict):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from functools import partial
 from typing import Any
 
 from .. import traces
@@ -151,7 +152,7 @@ def png(doc: dict[str, Any], prefix: str) -> list[str]:
             continue
         path = f"{prefix}-{suffix}.png"
         try:
-            write_output(path, lambda fh, fig=fig: fig.savefig(fh, format="png"))
+            write_output(path, partial(fig.savefig, format="png"))
         finally:
             plt.close(fig)
         written.append(path)

@@ -172,7 +172,7 @@ def _as_i64(a: object, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-def _valid(t_ns: np.ndarray, values: np.ndarray, *others: np.ndarray | None) -> tuple:
+def _valid(t_ns: np.ndarray, values: np.ndarray, *others: np.ndarray | None) -> tuple[Any, ...]:
     t = _as_i64(t_ns, "t_ns")
     v = np.asarray(values, dtype=np.float64)
     if v.shape != t.shape:
@@ -269,7 +269,10 @@ def locate_updates(
                    lo.astype(np.int64), hi.astype(np.int64), phase, lever)
 
 
-def _use_timestamps(v, chg, lo, hi, mid, h, ts):  # type: ignore[no-untyped-def]
+def _use_timestamps(
+    v: np.ndarray, chg: np.ndarray, lo: np.ndarray, hi: np.ndarray, mid: np.ndarray, h: np.ndarray,
+    ts: np.ndarray,
+) -> tuple[bool, np.ndarray, np.ndarray, float]:
     """Pin updates to the sensor's own timestamps when they are credible."""
     good = np.isfinite(ts) & (ts > 0)
     if good.sum() < 4:
@@ -292,7 +295,9 @@ def _use_timestamps(v, chg, lo, hi, mid, h, ts):  # type: ignore[no-untyped-def]
     return True, mid, h, float(inside.mean())
 
 
-def _fit_grid(lo, hi, mid, period, ref):  # type: ignore[no-untyped-def]
+def _fit_grid(
+    lo: np.ndarray, hi: np.ndarray, mid: np.ndarray, period: float, ref: int
+) -> tuple[Any, ...] | None:
     """Fit a periodic grid, over the whole recording if it holds there, else per block."""
     n_upd = mid.size
     # Integer update numbers: successive midpoints are a whole number of periods apart.
@@ -305,7 +310,9 @@ def _fit_grid(lo, hi, mid, period, ref):  # type: ignore[no-untyped-def]
     return _fit_grid_blocks(lo, hi, mid, n, period, blk)
 
 
-def _fit_grid_blocks(lo, hi, mid, n, period, blk):  # type: ignore[no-untyped-def]
+def _fit_grid_blocks(
+    lo: np.ndarray, hi: np.ndarray, mid: np.ndarray, n: np.ndarray, period: float, blk: np.ndarray
+) -> tuple[Any, ...] | None:
     n_upd = mid.size
     starts = np.flatnonzero(np.concatenate([[True], blk[1:] != blk[:-1]]))
     counts = np.diff(np.concatenate([starts, [n_upd]]))

@@ -30,7 +30,7 @@ __all__ = ["JouletraceLightningCallback"]
 def _base() -> type:
     for mod in ("lightning.pytorch", "pytorch_lightning"):
         try:
-            return __import__(mod, fromlist=["Callback"]).Callback  # type: ignore[no-any-return]
+            return __import__(mod, fromlist=["Callback"]).Callback
         except ImportError:
             continue
     return object

@@ -109,8 +109,8 @@ def _parse_visible(
             if parent is None:
                 raise SourceUnavailableError(
                     f"CUDA_VISIBLE_DEVICES names the MIG instance {entry!r}, whose GPU NVML does not say "
-                    "(pynvml is missing or the driver does not resolve MIG UUIDs); use gpus='all' or "
-                    "a list of NVML indices instead"
+                    "(pynvml is missing: pip install 'jouletrace[nvml]'; or the driver does not resolve "
+                    "MIG UUIDs); use gpus='all' or a list of NVML indices instead"
                 )
             hit = [d for d in devices if d[1] == parent]
             if not hit:
@@ -186,7 +186,7 @@ def select_gpus(
             wanted = [rank]
         what = f"local rank {rank}"
     else:
-        wanted = list(range(len(visible))) if gpus == "visible" else [int(g) for g in _as_list(gpus)]
+        wanted = list(range(len(visible))) if isinstance(gpus, str) else [int(g) for g in _as_list(gpus)]
         what = "asked for"
     out: list[GpuDevice] = []
     seen: set[int] = set()

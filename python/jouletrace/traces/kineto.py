@@ -278,7 +278,7 @@ def load_kineto(
             k_name.append(nid)
         else:
             dev = -1
-            if _RANGE_CATS[cat]:
+            if _RANGE_CATS[str(cat)]:
                 dev = _as_int(args.get("device"))
                 if dev is None:
                     dev = _as_int(ev.get("pid"))

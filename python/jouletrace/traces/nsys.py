@@ -458,7 +458,7 @@ class _Reader:
                             dtype=np.int64)
         strings = self.strings(text_ids)
         label = [
-            decode(text) if text is not None
+            (decode(text) or "") if text is not None
             else strings.get(int(tid), "") if tid is not None
             else ""
             for _, _, text, tid in rows

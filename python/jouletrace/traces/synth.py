@@ -198,7 +198,7 @@ def write_kineto_json(
         raise ValueError("write_kineto_json() needs an epoch-clock table "
                          f"(this one is {table.clock!r})")
     modern = base_time_ns is not None
-    base = int(base_time_ns) if modern else 0
+    base = int(base_time_ns) if base_time_ns is not None else 0
     kernel_cat = "kernel" if modern else "Kernel"
     ext_key = "External id" if modern else "external id"
     parts: list[str] = []
@@ -208,7 +208,7 @@ def write_kineto_json(
         table.stream.tolist(), table.name_id.tolist(), table.correlation.tolist(),
         table.external_id.tolist(), strict=False,
     ):
-        tid = str(stream) if modern else json.dumps(f"stream {stream}")
+        tid: str | int = str(stream) if modern else json.dumps(f"stream {stream}")
         args: dict[str, Any] = {"queued": 0, "device": dev, "context": 1, "stream": stream}
         if corr >= 0:
             args["correlation"] = corr

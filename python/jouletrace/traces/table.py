@@ -28,7 +28,8 @@ DEVICE_MAPPINGS = ("uuid", "pci", "guessed")
 
 _PANDAS_MISSING = (
     "to_pandas() needs pandas, which is not installed; install it with "
-    "`pip install pandas`, or use the numpy columns of the table directly"
+    "`pip install 'jouletrace[pandas]'` (or pip install pandas), or use the numpy columns of the table "
+    "directly"
 )
 
 
@@ -61,7 +62,7 @@ def _int_column(values: Any, dtype: type, what: str, n: int | None) -> np.ndarra
         raise ValueError(f"{what} must hold integers, got dtype {arr.dtype}")
     if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(dtype).max:
         raise ValueError(f"{what} has values too large for {np.dtype(dtype).name}")
-    out = np.ascontiguousarray(arr, dtype=dtype)
+    out: np.ndarray = np.ascontiguousarray(arr, dtype=dtype)
     if arr.dtype.kind in "iu" and arr.size and np.dtype(dtype).itemsize < arr.dtype.itemsize:
         if np.any(out.astype(arr.dtype) != arr):
             raise ValueError(f"{what} has values out of range for {np.dtype(dtype).name}")
