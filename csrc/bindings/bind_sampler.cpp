@@ -103,6 +103,10 @@ void bind_sampler(py::module_& m) {
       .def_property_readonly("missed_deadlines", &Sampler::missed_deadlines)
       .def_property_readonly("size", [](const Sampler& s) { return s.store()->size(); })
       .def_property_readonly("committed_bytes", [](const Sampler& s) { return s.store()->committed_bytes(); })
+      // The store is shared (a capsule may own it too); releasing only zeroes published pages.
+      .def("release_before", [](Sampler& s, std::size_t n) { std::const_pointer_cast<ColumnStore>(s.store())->release_before(n); },
+           py::arg("n"), py::call_guard<py::gil_scoped_release>(),
+           "Give back the memory of records [0, n) (whole pages); views over them read zeros afterwards")
       .def_property_readonly("reserved_bytes", [](const Sampler& s) { return s.store()->reserved_bytes(); })
       .def("error",
            [](const Sampler& s) -> py::object {
