@@ -115,8 +115,8 @@ void bind_sampler(py::module_& m) {
              return py::make_tuple(static_cast<int>(k), s.errors().message());
            })
       .def("clock_pairs",
-           [](const Sampler& s) {
-             const auto pairs = s.clock_pairs();
+           [](const Sampler& s, std::size_t start) {
+             const auto pairs = s.clock_pairs(start);
              py::array_t<std::int64_t> a({static_cast<py::ssize_t>(pairs.size()), static_cast<py::ssize_t>(3)});
              auto w = a.mutable_unchecked<2>();
              for (std::size_t i = 0; i < pairs.size(); ++i) {
@@ -126,7 +126,8 @@ void bind_sampler(py::module_& m) {
                w(r, 2) = pairs[i].uncertainty_ns;
              }
              return a;
-           })
+           },
+           py::arg("start") = 0)
       .def("columns", &columns,
            "Read-only numpy views of every published record (no copy; the views keep the memory alive)");
 
