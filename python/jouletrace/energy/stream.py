@@ -135,14 +135,15 @@ class StreamWriter:
                 f"{self.path} already exists; a streamed recording never writes over anything: "
                 "choose a new name or remove it first"
             ) from None
+        except OSError as e:
+            raise InvalidArgumentError(f"cannot create the recording folder {self.path}: {e.strerror or e}") from None
         _write_json(os.path.join(self.path, "metadata.json"), {
             "format": FORMAT, "schema_version": SCHEMA_VERSION,
             "channels": [{"name": n, "cumulative": c} for n, c in self.channels],
             "compacted": self.compact, "metadata": metadata,
         })
-        opts = pa.ipc.IpcWriteOptions(compression="zstd")
         i64 = pa.int64()
-        schemas = {
+        self._schemas = {
             "samples": pa.schema([(n, getattr(pa, t)()) for n, t in _COLS]
                                  + [(n, pa.float64()) for n, _ in self.channels],
                                  metadata={"jouletrace": json.dumps({"format": FORMAT, "schema_version": SCHEMA_VERSION,
@@ -152,15 +153,19 @@ class StreamWriter:
             "stats": pa.schema([(n, i64) for n in _STATS]),
         }
         self._pa = pa
-        self._schemas = schemas
         self._files: dict[str, Any] = {}
         self._writers: dict[str, Any] = {}
-        for name, schema in schemas.items():
-            fd = os.open(os.path.join(self.path, f"{name}.arrows"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            f = os.fdopen(fd, "wb")
-            self._files[name] = f
-            self._writers[name] = pa.ipc.new_stream(f, schema, options=opts)
         self.rows = 0
+        self._open(os.O_EXCL)
+
+    def _open(self, flag: int) -> None:
+        """Open every Arrow file: new (O_EXCL) at the start, appended to (a new stream segment) on a restart."""
+        opts = self._pa.ipc.IpcWriteOptions(compression="zstd")
+        for name, schema in self._schemas.items():
+            fd = os.open(os.path.join(self.path, f"{name}.arrows"), os.O_WRONLY | os.O_CREAT | flag, 0o666)
+            f = os.fdopen(fd, "ab" if flag == os.O_APPEND else "wb")
+            self._files[name] = f
+            self._writers[name] = self._pa.ipc.new_stream(f, schema, options=opts)
 
     def append(self, name: str, cols: dict[str, Any]) -> None:
         """One record batch of file ``name`` (``samples``, ``clock_pairs``, ``windows``, ``stats``)."""
@@ -181,21 +186,32 @@ class StreamWriter:
             os.fsync(f.fileno())
 
     def end(self, metadata: dict[str, Any]) -> None:
-        """Mark the run as ended normally, with its final metadata (rewritten if called again)."""
-        self.flush()
+        """Close the files and mark the run as ended normally, with its final metadata.
+
+        Called again (after the files are closed), it rewrites the final metadata.
+        """
+        if self._files:
+            self.close()
         _write_json(os.path.join(self.path, "end.json"), {"format": FORMAT, "metadata": metadata})
 
     def reopen(self) -> None:
-        """The run goes on after an end(): a crash from now on is an abnormal end again."""
+        """The run goes on after an end(): each file gets a new stream segment, and a crash
+        from now on is an abnormal end again. (pyarrow reads one segment per ``open_stream``;
+        :func:`read_stream` reads them all.)"""
         try:
             os.unlink(os.path.join(self.path, "end.json"))
         except FileNotFoundError:
             pass
+        if not self._files:
+            self._open(os.O_APPEND)
 
     def close(self) -> None:
+        """Write each stream's end marker, fsync and close (idempotent)."""
         for w in self._writers.values():
             w.close()
         for f in self._files.values():
+            f.flush()
+            os.fsync(f.fileno())
             f.close()
         self._writers = {}
         self._files = {}
@@ -345,29 +361,36 @@ class StreamParts:
 
 def _read_batches(pa: Any, fh: Any, name: str, parts: StreamParts, budget: list[int], bad: Callable[[str], Exception],
                   too_big: Callable[[str], Exception]) -> tuple[Any, list[Any]]:
-    try:
-        reader = pa.ipc.open_stream(fh)
-    except (pa.ArrowInvalid, OSError, EOFError) as e:
-        if os.fstat(fh.fileno()).st_size == 0:
-            return None, []  # nothing written yet (the schema goes out with the first batch)
-        if os.fstat(fh.fileno()).st_size < 4096:
-            parts.truncated.append(name)  # killed while writing its schema and first batch
-            return None, []
-        raise bad(f"{name} is not an Arrow IPC stream ({e})") from None
-    batches = []
-    while True:
+    """Every batch of every stream segment in ``fh``, up to a cut (then ``name`` is marked truncated)."""
+    size = os.fstat(fh.fileno()).st_size
+    schema, batches = None, []
+    while fh.tell() < size:
+        start = fh.tell()
         try:
-            b = reader.read_next_batch()
-        except StopIteration:
+            reader = pa.ipc.open_stream(fh)
+        except (pa.ArrowInvalid, OSError, EOFError) as e:
+            if schema is None and start == 0 and size > 64 * 1024:
+                raise bad(f"{name} is not an Arrow IPC stream ({e})") from None
+            parts.truncated.append(name)  # killed while writing a schema
             break
-        except (pa.ArrowInvalid, OSError, EOFError):
-            parts.truncated.append(name)
+        if schema is not None and not reader.schema.equals(schema):
+            raise bad(f"{name} changes its columns between segments")
+        schema = reader.schema
+        while True:
+            try:
+                b = reader.read_next_batch()
+            except StopIteration:
+                break
+            except (pa.ArrowInvalid, OSError, EOFError):
+                parts.truncated.append(name)  # the batch being written when the run was killed
+                return schema, batches
+            budget[0] -= b.nbytes
+            if budget[0] < 0:
+                raise too_big(name)
+            batches.append(b)
+        if fh.tell() == start:  # pragma: no cover  (a reader that consumed nothing: never loop)
             break
-        budget[0] -= b.nbytes
-        if budget[0] < 0:
-            raise too_big(name)
-        batches.append(b)
-    return reader.schema, batches
+    return schema, batches
 
 
 def read_stream(path: str, budget: int, open_file: Callable[[str], Any], bad: Callable[[str], Exception],
