@@ -174,20 +174,28 @@ def test_sigkill_of_a_python_process_streaming_a_monitor(tmp_path):
     assert np.all(m.energy_j["gpu0"] > 0)
 
 
-def test_a_batch_cut_in_half_is_left_out(make_sim, tmp_path):
+def test_a_batch_cut_in_half_is_left_out(tmp_path):
+    """A crash while a flush was being written: the rows of earlier flushes (in the journal) are kept."""
+    from jouletrace.energy.stream import StreamWriter
+
     path = tmp_path / "cut.jt"
-    with jouletrace.Sampler("sim", sim=make_sim(), rate_hz=1000, stream_to=path, compact=False, flush_s=0.1):
-        time.sleep(0.8)
-    whole = jouletrace.load(path)
-    size = os.path.getsize(path / "samples.arrows")
-    with open(path / "samples.arrows", "r+b") as f:
-        f.truncate(size - 100)
-    os.unlink(path / "end.json")
-    cut = jouletrace.load(path)
-    assert 0 < len(cut) < len(whole)
-    np.testing.assert_array_equal(cut.t_ns, whole.t_ns[: len(cut)])
-    assert cut.metadata["stream"]["truncated"] == ["samples"]
-    assert cut.metadata["stream"]["ended"] == "abnormally"
+    w = StreamWriter(path, [("gpu0.energy_j", True)], {"source": "sim"}, commit_every=3)
+    for k in range(5):  # a commit after flush 3: rows 0-299 in the main file, 300-499 in the journal
+        i = np.arange(100 * k, 100 * (k + 1))
+        w.append("samples", {"t_ns": i * 1000, "t_before_ns": i * 1000 - 5, "t_after_ns": i * 1000 + 5,
+                             "seq": i.astype(np.uint64), "status": np.zeros(100, np.int32),
+                             "gpu0.energy_j": i * 0.5})
+        w.flush()
+    (journal,) = [p for p in os.listdir(path) if p.startswith("samples.journal-")]
+    assert journal == "samples.journal-300.arrows"
+    size = os.path.getsize(path / journal)
+    with open(path / journal, "r+b") as f:  # the last flush, cut in half
+        f.truncate(size - 300)
+    rec = jouletrace.load(path)
+    np.testing.assert_array_equal(rec.t_ns, np.arange(400) * 1000)
+    assert rec.metadata["stream"]["truncated"] == ["samples"]
+    assert rec.metadata["stream"]["ended"] == "abnormally"
+    w.close()
 
 
 # -- memory --------------------------------------------------------------------------------------
@@ -200,7 +208,7 @@ def test_memory_stays_bounded_while_the_file_keeps_everything(make_sim, tmp_path
         for _ in range(12):
             time.sleep(0.25)
             seen.append(s.memory_bytes)
-        rec = s.recording()
+    rec = s.recording()
     polls = rec.metadata["stream"]["polls"]
     assert polls > 20_000
     assert len(rec) < 0.5 * polls  # the recent span only

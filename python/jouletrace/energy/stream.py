@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -72,6 +73,7 @@ FORMAT = "jouletrace.stream"
 SCHEMA_VERSION = 1
 _COLS = (("t_ns", "int64"), ("t_before_ns", "int64"), ("t_after_ns", "int64"), ("seq", "uint64"),
          ("status", "int32"))
+_JOURNAL_RE = re.compile(r"^(samples|clock_pairs|windows|stats)\.journal-(\d{1,18})\.arrows$")
 _STATS = ("t_ns", "polls", "rows", "reads", "dropped_ring", "dropped_storage", "missed_deadlines")
 
 
@@ -123,7 +125,7 @@ class StreamWriter:
     """Appends a recording to a new folder (module docstring). Not thread-safe: one writer thread."""
 
     def __init__(self, path: str | os.PathLike[str], channels: Sequence[tuple[str, bool]],
-                 metadata: dict[str, Any], *, compact: bool = True) -> None:
+                 metadata: dict[str, Any], *, compact: bool = True, commit_every: int = 120) -> None:
         pa = require_pyarrow()
         self.path = os.fspath(path)
         self.channels = [(str(n), bool(c)) for n, c in channels]
@@ -153,44 +155,49 @@ class StreamWriter:
             "stats": pa.schema([(n, i64) for n in _STATS]),
         }
         self._pa = pa
-        self._files: dict[str, Any] = {}
-        self._writers: dict[str, Any] = {}
+        #: Flushes between commits into the main files (120 flushes of 0.5 s: a minute).
+        self.commit_every = max(1, int(commit_every))
+        self._tables: dict[str, _Table] = {}
         self.rows = 0
-        self._open(os.O_EXCL)
+        self._flushes = 0
+        self._open(append=False)
 
-    def _open(self, flag: int) -> None:
-        """Open every Arrow file: new (O_EXCL) at the start, appended to (a new stream segment) on a restart."""
+    def _open(self, append: bool) -> None:
         opts = self._pa.ipc.IpcWriteOptions(compression="zstd")
         for name, schema in self._schemas.items():
-            fd = os.open(os.path.join(self.path, f"{name}.arrows"), os.O_WRONLY | os.O_CREAT | flag, 0o666)
-            f = os.fdopen(fd, "ab" if flag == os.O_APPEND else "wb")
-            self._files[name] = f
-            self._writers[name] = self._pa.ipc.new_stream(f, schema, options=opts)
+            self._tables[name] = _Table(self._pa, self.path, name, schema, opts, append=append)
 
     def append(self, name: str, cols: dict[str, Any]) -> None:
-        """One record batch of file ``name`` (``samples``, ``clock_pairs``, ``windows``, ``stats``)."""
+        """Rows of table ``name`` (``samples``, ``clock_pairs``, ``windows``, ``stats``): into its journal now,
+        into its main file at the next commit."""
         schema = self._schemas[name]
         n = len(cols[schema[0].name])
         if n == 0:
             return
-        self._writers[name].write_batch(self._pa.record_batch(
-            [self._pa.array(np.asarray(cols[f.name]) if f.type != self._pa.string() else cols[f.name], type=f.type)
+        self._tables[name].add(self._pa.record_batch(
+            [self._pa.array(cols[f.name] if f.type == self._pa.string() else np.asarray(cols[f.name]), type=f.type)
              for f in schema], schema=schema))
         if name == "samples":
             self.rows += n
 
     def flush(self) -> None:
-        """Everything written so far on disk (flush + fsync every file)."""
-        for f in self._files.values():
-            f.flush()
-            os.fsync(f.fileno())
+        """Everything appended so far on disk (journals fsynced); every ``commit_s`` into the main files."""
+        self._flushes += 1
+        if self._flushes % self.commit_every == 0:
+            self.commit()
+        for t in self._tables.values():
+            t.flush()
+
+    def commit(self) -> None:
+        for t in self._tables.values():
+            t.commit()
 
     def end(self, metadata: dict[str, Any]) -> None:
-        """Close the files and mark the run as ended normally, with its final metadata.
+        """Commit, close the files and mark the run as ended normally, with its final metadata.
 
         Called again (after the files are closed), it rewrites the final metadata.
         """
-        if self._files:
+        if self._tables:
             self.close()
         _write_json(os.path.join(self.path, "end.json"), {"format": FORMAT, "metadata": metadata})
 
@@ -202,19 +209,98 @@ class StreamWriter:
             os.unlink(os.path.join(self.path, "end.json"))
         except FileNotFoundError:
             pass
-        if not self._files:
-            self._open(os.O_APPEND)
+        if not self._tables:
+            self._open(append=True)
 
     def close(self) -> None:
-        """Write each stream's end marker, fsync and close (idempotent)."""
-        for w in self._writers.values():
-            w.close()
-        for f in self._files.values():
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-        self._writers = {}
-        self._files = {}
+        """Commit, write each stream's end marker, fsync, close, remove the journals (idempotent)."""
+        for t in self._tables.values():
+            t.close()
+        self._tables = {}
+
+
+class _Table:
+    """One table: a main Arrow stream that gets one batch per commit (large batches compress well:
+    a per-flush batch of a few rows would cost more in Arrow's per-batch framing than its data), and
+    a journal (``NAME.journal-START.arrows``, START = rows in the main file when it was opened) that gets
+    every flush's rows at once, fsynced, so a crash loses nothing that was flushed. After each commit
+    the journal starts again and the old one is removed."""
+
+    def __init__(self, pa: Any, folder: str, name: str, schema: Any, opts: Any, *, append: bool) -> None:
+        self.pa, self.folder, self.name, self.schema, self.opts = pa, folder, name, schema, opts
+        flag = os.O_APPEND if append else os.O_EXCL
+        fd = os.open(os.path.join(folder, f"{name}.arrows"), os.O_WRONLY | os.O_CREAT | flag, 0o666)
+        self.file = os.fdopen(fd, "ab" if append else "wb")
+        self.writer = pa.ipc.new_stream(self.file, schema, options=opts)
+        self.committed = 0
+        if append:  # rows already there (a restart): the reader counts them the same way
+            self.committed = _count_rows(pa, os.path.join(folder, f"{name}.arrows"))
+        self.pending: list[Any] = []
+        self.dirty = False
+        self._jfile: Any = None
+        self._jwriter: Any = None
+        self._jpath = ""
+        self._new_journal()
+
+    def _new_journal(self) -> None:
+        old_file, old_writer, old_path = self._jfile, self._jwriter, self._jpath
+        self._jpath = os.path.join(self.folder, f"{self.name}.journal-{self.committed}.arrows")
+        fd = os.open(self._jpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._jfile = os.fdopen(fd, "wb")
+        self._jwriter = self.pa.ipc.new_stream(self._jfile, self.schema, options=self.opts)
+        if old_writer is not None:
+            old_writer.close()
+            old_file.close()
+            if old_path != self._jpath:
+                os.unlink(old_path)
+
+    def add(self, batch: Any) -> None:
+        self.pending.append(batch)
+        self._jwriter.write_batch(batch)
+        self.dirty = True
+
+    def flush(self) -> None:
+        if self.dirty:
+            self._jfile.flush()
+            os.fsync(self._jfile.fileno())
+            self.dirty = False
+
+    def commit(self) -> None:
+        if not self.pending:
+            return
+        table = self.pa.Table.from_batches(self.pending, schema=self.schema).combine_chunks()
+        for b in table.to_batches():
+            self.writer.write_batch(b)
+        self.file.flush()
+        os.fsync(self.file.fileno())  # in the main file before the journal that held it goes
+        self.committed += table.num_rows
+        self.pending = []
+        self._new_journal()
+        self.dirty = False
+
+    def close(self) -> None:
+        self.commit()
+        self.writer.close()
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        self._jwriter.close()
+        self._jfile.close()
+        os.unlink(self._jpath)
+
+
+def _count_rows(pa: Any, path: str) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        while f.tell() < size:
+            try:
+                r = pa.ipc.open_stream(f)
+                for b in r:
+                    n += b.num_rows
+            except (pa.ArrowInvalid, OSError):
+                break
+    return n
 
 
 class Streamer:
@@ -227,7 +313,7 @@ class Streamer:
     """
 
     def __init__(self, sampler: Any, path: str | os.PathLike[str], *, compact: bool = True,
-                 keep_s: float | None = 600.0, flush_s: float = 0.5,
+                 keep_s: float | None = 600.0, flush_s: float = 0.5, commit_s: float = 60.0,
                  metadata: dict[str, Any] | None = None) -> None:
         if not 0.01 <= float(flush_s) <= 1.0:
             raise InvalidArgumentError(f"flush_s must be between 0.01 and 1 s, got {flush_s!r}")
@@ -236,7 +322,8 @@ class Streamer:
         self.sampler = sampler
         self.native = sampler._native  # noqa: SLF001  (the energy layer reads the sampler's columns)
         self.channels = [(str(n), bool(c)) for n, c in self.native.channels]
-        self.writer = StreamWriter(path, self.channels, metadata or {}, compact=compact)
+        self.writer = StreamWriter(path, self.channels, metadata or {}, compact=compact,
+                                   commit_every=max(1, round(commit_s / float(flush_s))))
         self.path = self.writer.path
         self.flush_s = float(flush_s)
         self.keep_rows = None if keep_s is None else max(1, int(float(keep_s) * float(self.native.config["rate_hz"])))
@@ -427,13 +514,42 @@ def read_stream(path: str, budget: int, open_file: Callable[[str], Any], bad: Ca
         raise bad("metadata.json has a malformed channel list")
     want = dict(_COLS) | {c["name"]: "double" for c in chans}
 
+    journals: dict[str, list[tuple[int, str]]] = {}
+    for entry in os.listdir(path):
+        m = _JOURNAL_RE.match(entry)
+        if m:
+            journals.setdefault(m.group(1), []).append((int(m.group(2)), entry))
+
     def table(name: str) -> tuple[Any, list[Any]]:
+        """The main file's batches, then the rows of its journals past them (a run killed between commits)."""
         p = os.path.join(path, f"{name}.arrows")
         if not os.path.exists(p):
             parts.truncated.append(name)
             return None, []
         with open_file(p) as fh:
-            return _read_batches(pa, fh, name, parts, left, bad, too_big)
+            schema, batches = _read_batches(pa, fh, name, parts, left, bad, too_big)
+        have = sum(b.num_rows for b in batches)
+        for start, entry in sorted(journals.get(name, [])):
+            if start > have:  # a gap: the main file lost a committed batch (cut short)
+                parts.truncated.append(name)
+                break
+            with open_file(os.path.join(path, entry)) as fh:
+                jschema, jb = _read_batches(pa, fh, name, parts, left, bad, too_big)
+            if jschema is None:
+                continue
+            if schema is not None and not jschema.equals(schema):
+                raise bad(f"{entry} has other columns than {name}.arrows")
+            schema = schema or jschema
+            skip = have - start
+            for b in jb:
+                if skip >= b.num_rows:
+                    skip -= b.num_rows
+                    continue
+                b = b.slice(skip)
+                skip = 0
+                batches.append(b)
+                have += b.num_rows
+        return schema, batches
 
     schema, batches = table("samples")
     if schema is not None:
