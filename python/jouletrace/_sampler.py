@@ -323,13 +323,16 @@ class Sampler:
             meta["stream"] = {"path": self.stream.path, "first_poll": start, "polls": len(cols["t_ns"]),
                               "compacted": self.stream.writer.compact,
                               "error": None if self.stream.error is None else str(self.stream.error)}
-        values = {k: v[start:] for k, v in cols["values"].items()}
+        values = cols["values"]
+        if start:  # the recent span of a streaming sampler (a view of the native view: still no copy)
+            values = {k: v[start:] for k, v in values.items()}
+            cols = {k: cols[k][start:] for k in ("t_ns", "t_before_ns", "t_after_ns", "seq", "status")}
         return Recording(
-            t_ns=cols["t_ns"][start:],
-            t_before_ns=cols["t_before_ns"][start:],
-            t_after_ns=cols["t_after_ns"][start:],
-            seq=cols["seq"][start:],
-            status=cols["status"][start:],
+            t_ns=cols["t_ns"],
+            t_before_ns=cols["t_before_ns"],
+            t_after_ns=cols["t_after_ns"],
+            seq=cols["seq"],
+            status=cols["status"],
             values=values,
             cumulative=kinds,
             dropped=int(self._native.dropped_ring + self._native.dropped_storage),

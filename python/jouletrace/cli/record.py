@@ -144,9 +144,12 @@ def _stream_output(args: argparse.Namespace, names: list[str]) -> str | None:
     if out is not None and os.path.lexists(out):
         if os.path.isdir(out):
             raise InvalidArgumentError(
-                f"{out} already exists; a streamed recording never writes into or over anything: "
-                "choose a new name, remove it, or pass NAME.npz to save one file at the end")
+                f"{out} is a folder that already exists; a streamed recording never writes into or over "
+                "anything: choose a new name, remove it, or pass NAME.npz to save one file at the end")
         return None  # a file, a device, a FIFO: the .npz rules (never half-written, devices stay devices)
+    parent = os.path.dirname(os.path.abspath(out)) if out is not None else os.getcwd()
+    if not os.path.isdir(parent):
+        raise InvalidArgumentError(f"{out}: the folder {parent} does not exist")
     try:
         require_pyarrow()
     except JouletraceError as e:
