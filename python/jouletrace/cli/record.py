@@ -1,7 +1,12 @@
 """``jouletrace record [-o FILE] [--source S ...] [--rate HZ] -- CMD ARGS``: like ``perf stat``.
 
-Runs CMD as a child while every usable source (or the named ones) samples;
-at the end saves the recording and prints the energy table. Exits with the
+Runs CMD as a child while every usable source (or the named ones) samples,
+streaming the recording to a new folder as it goes (``jouletrace.jt``; see
+:mod:`jouletrace.energy.stream`: a killed run keeps all but its last second), or
+with ``-o NAME.npz`` / ``--no-stream`` saving one file at the end; then prints
+the energy table. The command's environment names a file in
+``JOULETRACE_WINDOWS_FILE``: the windows its default Monitor (``jouletrace.window``)
+writes there at exit are merged into the recording's ``metadata["windows"]``. Exits with the
 child's exit status (128 + N if a signal N ended it). When the command
 succeeded but no recording could be saved (disk full, file size limit), it
 exits 74 (EX_IOERR); the energy table is printed either way.
