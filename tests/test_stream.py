@@ -254,3 +254,18 @@ def test_record_streams_by_default_and_merges_the_commands_windows(tmp_path):
     cmd = rec.metadata["windows"][0]
     assert all(cmd["t0_ns"] < w["t0_ns"] < w["t1_ns"] < cmd["t1_ns"] for w in rec.metadata["windows"][1:])
     assert rec.metadata["stream"]["ended"] == "normally"
+
+
+def test_a_program_that_exits_without_stopping_ends_its_recording_normally(tmp_path):
+    out = tmp_path / "exit.jt"
+    script = textwrap.dedent(f"""
+        import time, jouletrace
+        from jouletrace.sim import SimGPU
+        jouletrace.Sampler("sim", sim=SimGPU(), stream_to={str(out)!r}).start()
+        time.sleep(0.5)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rec = jouletrace.load(out)
+    assert rec.metadata["stream"]["ended"] == "normally" and rec.metadata["stream"]["polls"] > 300
+    assert not [p for p in os.listdir(out) if ".journal-" in p]

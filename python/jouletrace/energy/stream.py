@@ -161,6 +161,12 @@ class StreamWriter:
         self.rows = 0
         self._flushes = 0
         self._open(append=False)
+        # pyarrow imports some of its helpers (pandas') on first use; at interpreter exit, when a
+        # stream may still have to be ended, imports can fail: make that first use now.
+        for schema in self._schemas.values():
+            empty = pa.record_batch([pa.array(np.zeros(0, dtype=f.type.to_pandas_dtype()) if f.type != pa.string()
+                                              else [], type=f.type) for f in schema], schema=schema)
+            pa.Table.from_batches([empty], schema=schema).combine_chunks().to_batches()
 
     def _open(self, append: bool) -> None:
         opts = self._pa.ipc.IpcWriteOptions(compression="zstd")
@@ -345,11 +351,17 @@ class Streamer:
             self._ended = False
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="jouletrace-stream", daemon=True)
+            # Not a daemon: when the program's main thread ends without stopping the sampler, this
+            # thread sees it, stops the sampler and ends the recording normally (Python waits for it).
+            self._thread = threading.Thread(target=self._run, name="jouletrace-stream", daemon=False)
             self._thread.start()
 
     def _run(self) -> None:
+        main = threading.main_thread()
         while not self._stop.wait(self.flush_s):
+            if not main.is_alive():  # the program is exiting and nobody stopped the sampler
+                self.sampler._stop_native()  # noqa: SLF001  (stops the native threads, then finish())
+                return
             self.tick(final=False)
 
     def finish(self, metadata: dict[str, Any]) -> None:
