@@ -135,7 +135,7 @@ def disk_and_memory(hours: float, folder: str) -> dict[str, float]:
     step = int(RATE * 0.5)
     out: dict[str, float] = {"rss_start_mb": _rss_mb()}
     t_start = time.perf_counter()
-    marks = {1.0, hours}
+    marks = {0.5, 1.0, hours}
     while feed.n < hours * 3600 * RATE:
         feed.n += step
         st.tick(final=False)
