@@ -170,7 +170,7 @@ def native_memory(folder: str) -> list[int]:
 def timing(seconds: float, folder: str) -> dict[str, tuple[float, float, float]]:
     out = {}
     sim = SimGPU()
-    for label, kw in (("off", {}), ("on", {"stream_to": os.path.join(folder, "timing.jt"), "keep_s": None})):
+    for label, kw in (("off", {}), ("on", {"stream_to": tempfile.mkdtemp(dir=folder) + "/timing.jt", "keep_s": None})):
         stop = threading.Event()
         s = jouletrace.Sampler("sim", sim=sim, rate_hz=RATE, **kw)
         s.start()
