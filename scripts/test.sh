@@ -10,7 +10,7 @@ cd "$root"
 venv=${JOULETRACE_VENV:-$root/.venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q ".[test]"
+"$venv/bin/python" -m pip install -q ".[test,stream]"
 # The HTML report test renders the page in a real headless browser. As root on a Debian/Ubuntu
 # machine without one (CI on a fresh clone), install Chromium once; no recommends keeps it quick.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null \

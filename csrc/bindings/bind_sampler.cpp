@@ -103,6 +103,10 @@ void bind_sampler(py::module_& m) {
       .def_property_readonly("missed_deadlines", &Sampler::missed_deadlines)
       .def_property_readonly("size", [](const Sampler& s) { return s.store()->size(); })
       .def_property_readonly("committed_bytes", [](const Sampler& s) { return s.store()->committed_bytes(); })
+      // The store is shared (a capsule may own it too); releasing only zeroes published pages.
+      .def("release_before", [](Sampler& s, std::size_t n) { std::const_pointer_cast<ColumnStore>(s.store())->release_before(n); },
+           py::arg("n"), py::call_guard<py::gil_scoped_release>(),
+           "Give back the memory of records [0, n) (whole pages); views over them read zeros afterwards")
       .def_property_readonly("reserved_bytes", [](const Sampler& s) { return s.store()->reserved_bytes(); })
       .def("error",
            [](const Sampler& s) -> py::object {
@@ -111,8 +115,8 @@ void bind_sampler(py::module_& m) {
              return py::make_tuple(static_cast<int>(k), s.errors().message());
            })
       .def("clock_pairs",
-           [](const Sampler& s) {
-             const auto pairs = s.clock_pairs();
+           [](const Sampler& s, std::size_t start) {
+             const auto pairs = s.clock_pairs(start);
              py::array_t<std::int64_t> a({static_cast<py::ssize_t>(pairs.size()), static_cast<py::ssize_t>(3)});
              auto w = a.mutable_unchecked<2>();
              for (std::size_t i = 0; i < pairs.size(); ++i) {
@@ -122,7 +126,8 @@ void bind_sampler(py::module_& m) {
                w(r, 2) = pairs[i].uncertainty_ns;
              }
              return a;
-           })
+           },
+           py::arg("start") = 0)
       .def("columns", &columns,
            "Read-only numpy views of every published record (no copy; the views keep the memory alive)");
 

@@ -1,5 +1,6 @@
 #include "jouletrace/column_store.hpp"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -100,6 +101,24 @@ bool ReservedBuffer::ensure(std::size_t bytes) noexcept {
   return true;
 }
 
+std::size_t ReservedBuffer::release_before(std::size_t bytes) noexcept {
+  const std::size_t upto = std::min(bytes, committed_.load(std::memory_order_relaxed)) / page_size() * page_size();
+  const std::size_t done = released_.load(std::memory_order_relaxed);
+  if (upto <= done) return done;
+  bool ok;
+  if (fd_ >= 0) {
+    // Frees the file's pages; every mapping of them then reads zeros.
+    ok = fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(done),
+                   static_cast<off_t>(upto - done)) == 0;
+  } else {
+    ok = madvise(static_cast<char*>(base_.load(std::memory_order_relaxed)) + done, upto - done,
+                 MADV_DONTNEED) == 0;
+  }
+  if (!ok) return done;  // memory stays in use; nothing is lost
+  released_.store(upto, std::memory_order_relaxed);
+  return upto;
+}
+
 namespace {
 // 1 MiB steps: small enough that memory follows the recording closely, large
 // enough that mprotect runs once per ~128 k records per column.
@@ -140,10 +159,21 @@ bool ColumnStore::append(const Record& r) noexcept {
   return true;
 }
 
+void ColumnStore::release_before(std::size_t n) noexcept {
+  n = std::min(n, size());
+  t_mid_.release_before(n * 8);
+  t_before_.release_before(n * 8);
+  t_after_.release_before(n * 8);
+  seq_.release_before(n * 8);
+  status_.release_before(n * 4);
+  for (auto& v : values_) v->release_before(n * 8);
+}
+
 std::size_t ColumnStore::committed_bytes() const noexcept {
   std::size_t total = t_mid_.committed() + t_before_.committed() + t_after_.committed() +
                       seq_.committed() + status_.committed();
-  for (const auto& v : values_) total += v->committed();
+  total -= t_mid_.released() + t_before_.released() + t_after_.released() + seq_.released() + status_.released();
+  for (const auto& v : values_) total += v->committed() - v->released();
   return total;
 }
 

@@ -254,9 +254,10 @@ void Sampler::add_clock_pair() {
   last_clock_pair_ns_ = p.monotonic_ns;
 }
 
-std::vector<ClockPair> Sampler::clock_pairs() const {
+std::vector<ClockPair> Sampler::clock_pairs(std::size_t start) const {
   std::lock_guard<std::mutex> lock(clock_mutex_);
-  return clock_pairs_;
+  if (start >= clock_pairs_.size()) return {};
+  return std::vector<ClockPair>(clock_pairs_.begin() + static_cast<std::ptrdiff_t>(start), clock_pairs_.end());
 }
 
 void Sampler::sleep_until(std::int64_t deadline_ns) const noexcept {

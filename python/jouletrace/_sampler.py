@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Sampler", "SOURCE_NAMES"]
 
+#: Storage bound of a streaming sampler: its old samples' memory is given back, so only
+#: address space grows (8 bytes a column a sample; 2**36 is two years at 1 kHz).
+_STREAM_MAX_SAMPLES = 1 << 36
+
 SOURCE_NAMES = ("nvml", "sim", "rapl", "rapl-perf", "rapl-msr", "rapl-powercap")
 
 _ERROR_CLASSES: dict[int, type[JouletraceError]] = {
@@ -69,6 +73,13 @@ class Sampler:
     1 kHz and below, up to 20 µs above), ``drain_period_s`` (how often the
     ring is moved to storage), ``max_samples`` (storage bound).
 
+    Streaming (:mod:`jouletrace.energy.stream`): ``stream_to=PATH`` writes the
+    recording to a new folder as it is made (flushed every ``flush_s``, 0.5 s;
+    readable with ``jouletrace.load(PATH)`` even after a crash), compacted
+    without loss unless ``compact=False``; memory stays bounded: ``recording()``
+    then covers the last ``keep_s`` seconds (600; None keeps everything in memory
+    too). Needs pyarrow (``pip install 'jouletrace[stream]'``).
+
     Use as a context manager, or ``start()`` / ``stop()``; ``recording()``
     returns the samples so far (zero-copy) at any time. Errors on the sampling
     thread (a GPU lost) are raised at the next ``stop()`` or ``check()``, with
@@ -84,9 +95,19 @@ class Sampler:
         spin_us: float | None = None,
         drain_period_s: float | None = None,
         max_samples: int = 0,
+        stream_to: str | os.PathLike[str] | None = None,
+        compact: bool = True,
+        keep_s: float | None = 600.0,
+        flush_s: float = 0.5,
         **source_options: Any,
     ) -> None:
         self.source = source
+        if stream_to is not None:
+            from .energy.stream import require_pyarrow
+
+            require_pyarrow()  # before anything starts
+            if max_samples == 0:
+                max_samples = _STREAM_MAX_SAMPLES  # the memory of old samples is given back: no week bound
         self.sim: SimGPU | None = None
         common = dict(
             rate_hz=float(rate_hz),
@@ -117,6 +138,12 @@ class Sampler:
         self._pauses: list[list[int]] = []
         #: Set by a Monitor that owns this sampler: its windows go into every recording's metadata.
         self._windows_provider: Any = None
+        #: The streaming writer (``stream_to=``), created at the first start(); else None.
+        self.stream: Any = None
+        self._stream_args: dict[str, Any] | None = None if stream_to is None else dict(
+            path=os.fspath(stream_to), compact=compact, keep_s=keep_s, flush_s=flush_s)
+        #: Set by a Monitor: its windows that ended since the last call, for the stream.
+        self._windows_stream: Any = None
 
     def _make_nvml(self, source: str, opts: dict[str, Any], common: dict[str, Any]) -> Any:
         gpus = opts.pop("gpus", None)
@@ -151,7 +178,14 @@ class Sampler:
         if self._stopped_at_ns is not None and not self._native.running:
             self._pauses.append([self._stopped_at_ns, time.monotonic_ns()])
             self._stopped_at_ns = None
+        if self._stream_args is not None and self.stream is None:
+            from .energy.stream import Streamer
+
+            self.stream = Streamer(self, metadata=self._metadata(), **self._stream_args)
+            self.stream.windows_source = self._windows_stream
         self._native.start()
+        if self.stream is not None:
+            self.stream.start()
         return self
 
     def _stop_native(self) -> None:
@@ -159,6 +193,8 @@ class Sampler:
         self._native.stop()
         if was_running:
             self._stopped_at_ns = time.monotonic_ns()
+        if self.stream is not None and was_running:
+            self.stream.finish(self.recording().metadata)
 
     def stop(self) -> None:
         """Stop sampling, join the threads, keep every record (idempotent).
@@ -236,14 +272,8 @@ class Sampler:
         return dict(self._native.metadata)
 
     # -- data -----------------------------------------------------------------------
-    def recording(self) -> Recording:
-        """Every sample so far as a :class:`Recording` of read-only, zero-copy numpy views."""
-        if self._native.running:
-            self._native.drain()
-        cols = self._native.columns()
-        kinds = dict(self._native.channels)
+    def _metadata(self) -> dict[str, Any]:
         cfg = self._native.config
-        values = cols["values"]
         meta: dict[str, Any] = {
             "schema": 1,
             "jouletrace_version": _version(),
@@ -278,6 +308,29 @@ class Sampler:
             meta["error"] = err[1]
         if self._windows_provider is not None:
             meta["windows"] = self._windows_provider(self)
+        return meta
+
+    def recording(self) -> Recording:
+        """Every sample so far as a :class:`Recording` of read-only, zero-copy numpy views.
+
+        A streaming sampler's recording covers the last ``keep_s`` seconds (from poll
+        ``metadata["stream"]["first_poll"]``); the whole run is in the file.
+        """
+        if self._native.running:
+            self._native.drain()
+        cols = self._native.columns()
+        kinds = dict(self._native.channels)
+        meta = self._metadata()
+        start = 0
+        if self.stream is not None:
+            start = self.stream.view_start
+            meta["stream"] = {"path": self.stream.path, "first_poll": start, "polls": len(cols["t_ns"]),
+                              "compacted": self.stream.writer.compact,
+                              "error": None if self.stream.error is None else str(self.stream.error)}
+        values = cols["values"]
+        if start:  # the recent span of a streaming sampler (a view of the native view: still no copy)
+            values = {k: v[start:] for k, v in values.items()}
+            cols = {k: cols[k][start:] for k in ("t_ns", "t_before_ns", "t_after_ns", "seq", "status")}
         return Recording(
             t_ns=cols["t_ns"],
             t_before_ns=cols["t_before_ns"],

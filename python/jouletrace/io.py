@@ -54,6 +54,7 @@ import numpy as np
 
 from ._input import input_budget, open_regular, too_large
 from ._safe_output import write_output
+from .energy import stream
 from .errors import RecordingFormatError
 from .recording import Recording
 
@@ -183,6 +184,11 @@ def load(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> Recor
     """
     path = os.fspath(path)
     budget = input_budget(max_bytes)
+    if os.path.isdir(path):
+        if not stream.is_stream(path):
+            raise RecordingFormatError(f"{path} is a folder, not a recording (a streamed recording's folder "
+                                       "holds metadata.json and samples.arrows)")
+        return _load_stream(path, budget)
     with open_regular(path, RecordingFormatError, "recording") as fh:
         if fh.read(6) == b"\x93NUMPY":
             raise _bad(path, "it holds a single array, not an archive")
@@ -196,6 +202,65 @@ def load(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> Recor
             raise _bad(path, "it nests too deeply") from None
         except _ARCHIVE_ERRORS as e:
             raise _bad(path, f"{type(e).__name__}: {e}") from e
+
+
+def _load_stream(path: str, budget: int) -> Recording:
+    """A streamed recording (:mod:`jouletrace.energy.stream`), up to its last complete flush."""
+    def too_big(what: str) -> Exception:
+        try:
+            too_large(path, f"{what} is", budget, RecordingFormatError)
+        except RecordingFormatError as e:
+            return e
+        return RecordingFormatError(path)  # pragma: no cover  (too_large always raises)
+
+    try:
+        parts = stream.read_stream(path, budget, lambda p: open_regular(p, RecordingFormatError, "recording"),
+                                   lambda what: _bad(path, what), too_big)
+    except RecordingFormatError:
+        raise
+    except _ARCHIVE_ERRORS as e:
+        raise _bad(path, f"{type(e).__name__}: {e}") from e
+    head = parts.header
+    version = head.get("schema_version")
+    if not _is_int(version) or version > stream.SCHEMA_VERSION or version < 1:
+        raise _bad(path, f"stream schema_version {version!r} is not one this jouletrace reads "
+                         f"(up to {stream.SCHEMA_VERSION}; pip install -U jouletrace)")
+    ended = parts.end is not None
+    md = dict((parts.end or {}).get("metadata") or head.get("metadata") or {})
+    stats = parts.stats
+    if not ended or not md.get("windows"):
+        md["windows"] = parts.windows
+    if not ended and stats:  # the counters of the last flush
+        for key in ("reads", "dropped_ring", "dropped_storage", "missed_deadlines"):
+            md[key] = stats.get(key, md.get(key))
+    cols = parts.columns
+    n = int(cols["t_ns"].shape[0])
+    md["stream"] = {
+        "format": stream.FORMAT, "compacted": bool(head.get("compacted")),
+        "ended": "normally" if ended else "abnormally",
+        "polls": stats.get("polls"), "rows": n, "truncated": sorted(set(parts.truncated)),
+        "last_flush_t_ns": stats.get("t_ns"),
+    }
+    if not ended:
+        md["ended_abnormally"] = True
+    dropped = int(md.get("dropped_ring") or 0) + int(md.get("dropped_storage") or 0)
+    header = {
+        "format": FORMAT, "schema_version": SCHEMA_VERSION, "n_samples": n,
+        "channels": [{"name": c["name"], "member": c["name"], "cumulative": c.get("cumulative")}
+                     for c in head.get("channels", [])],
+        "dropped": dropped, "missed_deadlines": md.get("missed_deadlines", 0), "metadata": md,
+    }
+    blob = json.dumps(_jsonable(header), allow_nan=True).encode("utf-8")
+    header = _header(path, np.frombuffer(blob, dtype=np.uint8))  # the same checks as an archive's
+    if n and np.any(np.diff(cols["t_ns"]) < 0):
+        raise _bad(path, "its sample times (t_ns) go backwards")
+    return Recording(
+        t_ns=cols["t_ns"], t_before_ns=cols["t_before_ns"], t_after_ns=cols["t_after_ns"], seq=cols["seq"],
+        status=cols["status"], values={c["name"]: cols[c["name"]] for c in header["channels"]},
+        cumulative={c["name"]: c["cumulative"] for c in header["channels"]},
+        dropped=header["dropped"], missed_deadlines=header["missed_deadlines"] or 0,
+        clock_pairs=parts.clock_pairs, metadata=header["metadata"],
+    )
 
 
 class _Archive:

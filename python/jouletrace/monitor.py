@@ -64,6 +64,7 @@ in ``unavailable_reason``) instead of raising; sources named explicitly
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -76,7 +77,7 @@ from typing import Any
 
 import numpy as np
 
-from ._sampler import Sampler
+from ._sampler import _STREAM_MAX_SAMPLES, Sampler
 from .errors import (
     InvalidArgumentError,
     JouletraceError,
@@ -123,6 +124,10 @@ class Monitor:
       sensor never showed (:mod:`jouletrace.integrate`, "Aligned edges");
       ``"independent"`` for windows placed without regard to the load.
     * ``unavailable``: ``"raise"`` (default) or ``"warn"`` (see the module docstring).
+    * ``stream_to``: write the recording to disk as it is made, with the windows
+      (:mod:`jouletrace.energy.stream`; a new folder, ``NAME.<source>.jt`` per sampler when
+      there are several); ``compact``, ``keep_s``, ``flush_s`` as for :class:`jouletrace.Sampler`.
+      Memory stays bounded: the recordings this Monitor hands out cover the last ``keep_s``.
     * further keyword arguments: sampler options (``ring_capacity``, ``spin_us``,
       ``drain_period_s``, ``max_samples``) go to every :class:`jouletrace.Sampler`;
       GPU options (``nvml_library``, ``timestamps``) to the GPU sampler only and
@@ -150,9 +155,18 @@ class Monitor:
         edges: str = "aligned",
         source_options: dict[str, dict[str, Any]] | None = None,
         unavailable: str = "raise",
+        stream_to: str | os.PathLike[str] | None = None,
+        compact: bool = True,
+        keep_s: float | None = 600.0,
+        flush_s: float = 0.5,
         **sampler_options: Any,
     ) -> None:
         self.rate_hz = float(rate_hz)
+        if stream_to is not None:
+            from .energy.stream import require_pyarrow
+
+            require_pyarrow()
+            sampler_options.setdefault("max_samples", _STREAM_MAX_SAMPLES)
         self.sync = sync
         self.wait_updates = max(0, int(wait_updates))
         if edges not in ("aligned", "independent"):
@@ -186,6 +200,14 @@ class Monitor:
         self._rename: list[dict[str, str]] = [self._renames_for(s) for s in self._samplers]
         for s in self._samplers:
             s._windows_provider = self._windows_metadata  # noqa: SLF001  (windows in every recording)
+        #: Where each sampler streams its recording (``stream_to``), in the order of ``samplers``.
+        self.stream_paths: list[str] = []
+        self._streamed: dict[int, int] = {}  # sampler index -> windows of _finished already streamed
+        if stream_to is not None:
+            self.stream_paths = stream_paths(os.fspath(stream_to), [s.source for s in self._samplers])
+            for si, (s, path) in enumerate(zip(self._samplers, self.stream_paths, strict=True)):
+                s._stream_args = dict(path=path, compact=compact, keep_s=keep_s, flush_s=flush_s)  # noqa: SLF001
+                s._windows_stream = functools.partial(self._new_windows, si)  # noqa: SLF001
         self._stopped = False
         self._lock = threading.Lock()  # guards the window lists; held for microseconds
         self._resolve_lock = threading.RLock()  # one batch computation (and recording read) at a time
@@ -514,6 +536,7 @@ class Monitor:
         self._resolve(False)
         with self._lock:
             self._finished.clear()
+            self._streamed.clear()
 
     def ready(self) -> list[Measurement]:
         """The ended windows whose energies can be computed now without waiting, computed.
@@ -581,6 +604,22 @@ class Monitor:
                 w["flags"] = {dev: list(m._flags.get(k, ())) for k, dev in keys.items()}
                 if m.provisional:
                     w["provisional"] = True
+            out.append(w)
+        return out
+
+    def _new_windows(self, si: int) -> list[dict[str, Any]]:
+        """The windows that ended since the last call for sampler ``si`` (for its stream)."""
+        with self._lock:
+            start = self._streamed.get(si, 0)
+            if start > len(self._finished):  # clear() forgot them
+                start = 0
+            new = self._finished[start:]
+            self._streamed[si] = len(self._finished)
+        out = []
+        for m in new:
+            w: dict[str, Any] = {"name": m.name, "t0_ns": m.t0_ns, "t1_ns": m.t1_ns}
+            if m._work:
+                w["work"] = dict(m._work)
             out.append(w)
         return out
 
@@ -754,6 +793,14 @@ class _Window:
         m, self._m = self._m, None
         if m is not None:
             self._mon.end_measurement(m, self._sync)
+
+
+def stream_paths(output: str, sources: Sequence[str]) -> list[str]:
+    """One path per sampler: ``output`` itself for one, ``NAME.<source>.SUFFIX`` for several."""
+    if len(sources) <= 1:
+        return [output]
+    root, ext = os.path.splitext(output)
+    return [f"{root}.{src}{ext or '.jt'}" for src in sources]
 
 
 def _updates_after(rec: Recording, channel: str, t_ns: int) -> int:

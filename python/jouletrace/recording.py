@@ -192,6 +192,7 @@ class Recording:
                 t_after_ns=self.t_after_ns,
                 update_period_ns=self.update_period_ns(channel),
                 update_times_ns=self._update_times(channel),
+                seq=self.seq,
             )
             self._updates[channel] = u
         return u

@@ -52,6 +52,12 @@ class ReservedBuffer {
   void* data() const noexcept { return base_.load(std::memory_order_acquire); }
   std::size_t reserved() const noexcept;  // address space held now, all mappings
   std::size_t committed() const noexcept { return committed_.load(std::memory_order_relaxed); }
+  // Any thread, for bytes no appender writes any more (below the published size).
+  // Gives the memory of whole pages in [0, bytes) back to the system; their
+  // addresses stay mapped and read as zeros from then on (views over them stay
+  // valid but no longer hold the data). Idempotent; returns the bytes released so far.
+  std::size_t release_before(std::size_t bytes) noexcept;
+  std::size_t released() const noexcept { return released_.load(std::memory_order_relaxed); }
 
  private:
   bool grow(std::size_t bytes) noexcept;
@@ -62,6 +68,7 @@ class ReservedBuffer {
   std::size_t max_bytes_ = 0;
   std::size_t step_ = 0;
   std::atomic<std::size_t> committed_{0};
+  std::atomic<std::size_t> released_{0};  // page-aligned prefix given back (release_before)
   // Every mapping made (the last is base_); unmapped in the destructor. Consumer side only.
   void* maps_[kMaxMappings] = {};
   std::size_t map_bytes_[kMaxMappings] = {};
@@ -92,7 +99,14 @@ class ColumnStore {
   const std::int32_t* status() const noexcept { return static_cast<const std::int32_t*>(status_.data()); }
   const double* channel(std::size_t i) const noexcept { return static_cast<const double*>(values_[i]->data()); }
 
-  // Bytes committed across all columns (what the recording costs in memory).
+  // Any thread. Gives back the memory of records [0, n) (whole pages only), for a
+  // run whose older records are kept elsewhere (streamed to a file). n is capped at
+  // size(): published records are immutable, so nothing writes there any more.
+  // Views over released records read zeros. Serialised by the caller (one releaser).
+  void release_before(std::size_t n) noexcept;
+
+  // Bytes committed across all columns (what the recording costs in memory),
+  // less what release_before gave back.
   std::size_t committed_bytes() const noexcept;
   std::size_t reserved_bytes() const noexcept;
 

@@ -80,7 +80,8 @@ class Sampler {
   std::uint64_t dropped_storage() const noexcept { return dropped_storage_.load(std::memory_order_relaxed); }
   std::uint64_t missed_deadlines() const noexcept { return missed_.load(std::memory_order_relaxed); }
   const ErrorSlot& errors() const noexcept { return errors_; }
-  std::vector<ClockPair> clock_pairs() const;
+  // Pairs [start, end) taken so far (a streaming writer asks only for the new ones).
+  std::vector<ClockPair> clock_pairs(std::size_t start = 0) const;
 
  private:
   void sample_loop() noexcept;

@@ -146,7 +146,8 @@ def summarize(rec: Recording, file: str | None = None) -> dict[str, Any]:
         "exit_code": md.get("exit_code"),
         "window": {"name": name, "t0_ns": t0, "t1_ns": t1},
         "duration_s": dur,
-        "samples": len(rec),
+        # Polls made: a compacted (streamed) recording stores fewer rows than it read.
+        "samples": int((md.get("stream") or {}).get("polls") or len(rec)),
         "rate_hz": float(md.get("rate_hz") or 0.0),
         "dropped": int(rec.dropped),
         "missed_deadlines": int(rec.missed_deadlines),
@@ -154,6 +155,18 @@ def summarize(rec: Recording, file: str | None = None) -> dict[str, Any]:
         "total_j": total,
         "total_uncertainty_j": total_unc,
     }
+
+
+def abnormal_end_note(rec: Recording, file: str) -> str | None:
+    """A line saying that a streamed recording's run ended abnormally (killed), or None."""
+    st = rec.metadata.get("stream") or {}
+    if st.get("ended") != "abnormally":
+        return None
+    last = st.get("last_flush_t_ns")
+    upto = f" up to its last flush ({(int(last) - int(rec.t_ns[0])) * 1e-9:.1f} s into the run)" if (
+        last is not None and len(rec)) else ""
+    return (f"{file}: the run ended abnormally (killed, or the machine stopped): the recording holds what was "
+            f"written{upto}")
 
 
 def _fmt_j(j: float | None) -> str:

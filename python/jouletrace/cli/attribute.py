@@ -40,6 +40,7 @@ import csv
 import io as _io
 import json
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,7 @@ from .._safe_output import check_output
 from ..attribute import Attribution, attribute
 from ..errors import InvalidArgumentError
 from ..io import load
+from ._summary import abnormal_end_note
 
 SCHEMA = "jouletrace.attribution/2"
 
@@ -180,6 +182,9 @@ def run(args: argparse.Namespace) -> int:
     if args.perfetto:
         check_output(args.perfetto)  # a path it would refuse is refused before the work
     rec = load(args.file)
+    note = abnormal_end_note(rec, args.file)
+    if note:
+        print(f"jouletrace attribute: warning: {note}", file=sys.stderr)
     kernels = traces.load(args.trace)
     result = attribute(rec, kernels, launches=not args.no_launches, bootstrap=args.bootstrap, level=args.level)
     table = rows(result)

@@ -1,7 +1,12 @@
 """``jouletrace record [-o FILE] [--source S ...] [--rate HZ] -- CMD ARGS``: like ``perf stat``.
 
-Runs CMD as a child while every usable source (or the named ones) samples;
-at the end saves the recording and prints the energy table. Exits with the
+Runs CMD as a child while every usable source (or the named ones) samples,
+streaming the recording to a new folder as it goes (``jouletrace.jt``; see
+:mod:`jouletrace.energy.stream`: a killed run keeps all but its last second), or
+with ``-o NAME.npz`` / ``--no-stream`` saving one file at the end; then prints
+the energy table. The command's environment names a file in
+``JOULETRACE_WINDOWS_FILE``: the windows its default Monitor (``jouletrace.window``)
+writes there at exit are merged into the recording's ``metadata["windows"]``. Exits with the
 child's exit status (128 + N if a signal N ended it). When the command
 succeeded but no recording could be saved (disk full, file size limit), it
 exits 74 (EX_IOERR); the energy table is printed either way.
@@ -22,9 +27,11 @@ import argparse
 import ctypes
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -32,9 +39,17 @@ from typing import Any
 
 import numpy as np
 
+from .._input import read_regular
 from .._safe_output import check_output, fallback_path
 from .._sampler import Sampler
-from ..errors import InvalidArgumentError, JouletraceError, SourceUnavailableError
+from ..energy.stream import require_pyarrow
+from ..errors import (
+    InvalidArgumentError,
+    JouletraceError,
+    RecordingFormatError,
+    SourceUnavailableError,
+)
+from ..io import _window_ok, load
 from ..measurement import counts_in_total
 from ..monitor import Monitor
 from ..recording import Recording
@@ -53,9 +68,16 @@ def add_parser(sub: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-o", "--output", default="jouletrace.npz",
-                   help="recording file (default jouletrace.npz; with several sources, one file each: "
-                        "NAME.<source>.npz)")
+    p.add_argument("-o", "--output", default=None,
+                   help="where the recording goes. By default it is streamed to disk as it is made, into a "
+                        "new folder (default: jouletrace.jt, or jouletrace-N.jt when that exists), so a "
+                        "killed run keeps all but its last second; NAME.npz (or --no-stream) saves one .npz "
+                        "file at the end instead. With several sources, one each: NAME.<source>.jt")
+    p.add_argument("--no-stream", action="store_true",
+                   help="keep the recording in memory and save it at the end (.npz)")
+    p.add_argument("--every-poll", action="store_true",
+                   help="stream every poll (by default only the polls that carry information are "
+                        "written; every result is the same)")
     p.add_argument("-s", "--source", action="append", dest="sources", metavar="SOURCE",
                    help="source to sample (repeatable): nvml, rapl, rapl-perf, rapl-msr, rapl-powercap, sim; "
                         "default: every usable hardware source")
@@ -117,6 +139,84 @@ def _save(rec: Recording, path: str, warnings: list[str]) -> str | None:
         return None
     warnings.append(f"{first}; saved the recording to {saved} instead")
     return saved
+
+
+def _stream_output(args: argparse.Namespace, names: list[str]) -> str | None:
+    """The folder to stream into, or None for a .npz saved at the end."""
+    out = args.output
+    if args.no_stream or (out is not None and out.endswith(".npz")):
+        return None
+    if out is not None and os.path.lexists(out):
+        if os.path.isdir(out):
+            raise InvalidArgumentError(
+                f"{out} is a folder that already exists; a streamed recording never writes into or over "
+                "anything: choose a new name, remove it, or pass NAME.npz to save one file at the end")
+        return None  # a file, a device, a FIFO: the .npz rules (never half-written, devices stay devices)
+    parent = os.path.dirname(os.path.abspath(out)) if out is not None else os.getcwd()
+    if not os.path.isdir(parent):
+        raise InvalidArgumentError(f"{out}: the folder {parent} does not exist")
+    try:
+        require_pyarrow()
+    except JouletraceError as e:
+        if out is None:  # the default: say so, and save a .npz at the end as before
+            print(f"jouletrace record: note: {e}; saving jouletrace.npz at the end instead", file=sys.stderr)
+            args.output = "jouletrace.npz"
+            return None
+        raise
+    if out is None:  # the first free name: a second run never stops on the first one's folder
+        n = 1
+        while True:
+            stem = "jouletrace" if n == 1 else f"jouletrace-{n}"
+            if not any(os.path.lexists(p) for p in [f"{stem}.jt"] + [f"{stem}.{x}.jt" for x in names]):
+                break
+            n += 1
+        out = args.output = f"{stem}.jt"
+    return out
+
+
+def _child_windows(path: str, warnings: list[str]) -> list[dict[str, Any]]:
+    """The windows the command's default Monitor wrote to ``JOULETRACE_WINDOWS_FILE`` (if any)."""
+    try:
+        raw = read_regular(path, 1 << 26, RecordingFormatError, "windows file")
+    except FileNotFoundError:
+        return []
+    except JouletraceError as e:
+        warnings.append(f"the command's windows could not be read: {e}")
+        return []
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        warnings.append(f"the command's windows file is not JSON ({type(e).__name__}); its windows are left out")
+        return []
+    wins = doc.get("windows") if isinstance(doc, dict) else None
+    if not isinstance(wins, list):
+        return []
+    ok = [w for w in wins if _window_ok(w) and w.get("t1_ns") is not None]
+    if len(ok) < len(wins):
+        warnings.append(f"{len(wins) - len(ok)} of the command's windows were malformed and left out")
+    return [{k: w[k] for k in ("name", "t0_ns", "t1_ns", "work") if k in w} for w in ok]
+
+
+def _finish_stream(s: Sampler, rec: Recording, path: str, warnings: list[str]) -> str | None:
+    """Write the final metadata into the stream; if streaming failed, save what memory holds."""
+    st = s.stream
+    if st is None:  # never started
+        return _save(rec, path + ".npz", warnings)
+    st.annotate(rec.metadata)
+    if st.error is None:
+        return path
+    warnings.append(f"streaming to {path} failed ({st.error}); it holds the run up to then")
+    return _save(rec, fallback_path(os.path.basename(path) + ".npz"), warnings)
+
+
+def _reload(path: str | None, rec: Recording, warnings: list[str]) -> Recording:
+    if path is None or not os.path.isdir(path):
+        return rec
+    try:
+        return load(path)
+    except JouletraceError as e:
+        warnings.append(f"could not read back {path}: {e}")
+        return rec
 
 
 def _outputs(output: str, samplers: list[Sampler]) -> list[str]:
@@ -304,14 +404,28 @@ def _run(args: argparse.Namespace, child: _Child) -> int:
               file=sys.stderr)
         return 2
     names = _pick_sources(args.sources)
-    check_output(args.output)  # before the command runs, not after
+    streaming = _stream_output(args, names)
+    if streaming is None:
+        args.output = args.output or "jouletrace.npz"
+        check_output(args.output)  # before the command runs, not after
     if child.signals:
         return _interrupted_before_start(child, [])
-    mon = Monitor(sources=names, rate_hz=args.rate)
+    if streaming is not None:
+        mon = Monitor(sources=names, rate_hz=args.rate, stream_to=streaming, compact=not args.every_poll)
+        outputs = mon.stream_paths
+        for path in outputs:
+            if os.path.lexists(path):
+                raise InvalidArgumentError(f"{path} already exists; a streamed recording never writes over "
+                                           "anything: choose a new name with -o, or remove it")
+    else:
+        mon = Monitor(sources=names, rate_hz=args.rate)
+        outputs = _outputs(args.output, mon.samplers)
+        for path in outputs:
+            check_output(path)
     samplers = mon.samplers
-    outputs = _outputs(args.output, samplers)
-    for path in outputs:
-        check_output(path)
+    # The command's own windows (jouletrace.window in it) come back through this file.
+    windows_dir = tempfile.mkdtemp(prefix="jouletrace-windows-")
+    windows_file = os.path.join(windows_dir, "windows.json")
 
     mon.start()
     _wait_first_update(samplers)  # so the command's start lies between two located counter updates
@@ -331,7 +445,8 @@ def _run(args: argparse.Namespace, child: _Child) -> int:
             return _interrupted_before_start(child, samplers)
         setup = _child_setup(os.getpid(), mask)
         try:
-            child.proc = subprocess.Popen(cmd, preexec_fn=setup)
+            env = dict(os.environ, JOULETRACE_WINDOWS_FILE=windows_file)
+            child.proc = subprocess.Popen(cmd, preexec_fn=setup, env=env)
         except OSError as e:
             for s in samplers:
                 s._stop_native()
@@ -368,6 +483,8 @@ def _run(args: argparse.Namespace, child: _Child) -> int:
     exit_code = rc if rc >= 0 else 128 - rc
     recordings: list[Recording] = []
     warnings: list[str] = []
+    child_windows = _child_windows(windows_file, warnings)
+    shutil.rmtree(windows_dir, ignore_errors=True)
     for s in samplers:
         try:
             s.stop()
@@ -379,9 +496,15 @@ def _run(args: argparse.Namespace, child: _Child) -> int:
         rec.metadata["command"] = cmd
         rec.metadata["exit_code"] = exit_code
         rec.metadata["signals"] = [signal.Signals(x).name for x in child.signals]
-        rec.metadata["windows"] = [{"name": "command", "t0_ns": t0, "t1_ns": t1}]
+        rec.metadata["windows"] = [{"name": "command", "t0_ns": t0, "t1_ns": t1}] + child_windows
         recordings.append(rec)
-    saved = [_save(rec, path, warnings) for path, rec in zip(outputs, recordings, strict=True)]
+    if streaming is not None:
+        saved = [_finish_stream(s, rec, path, warnings) for s, rec, path in zip(samplers, recordings, outputs,
+                                                                                  strict=True)]
+        # The summary covers the whole run: the file, not the recent span kept in memory.
+        recordings = [_reload(p, rec, warnings) for p, rec in zip(saved, recordings, strict=True)]
+    else:
+        saved = [_save(rec, path, warnings) for path, rec in zip(outputs, recordings, strict=True)]
     try:
         summaries = [summarize(r, p or "(not saved)") for r, p in zip(recordings, saved, strict=True)]
     except Exception as e:  # noqa: BLE001  (a summary must never cost the child's exit status)

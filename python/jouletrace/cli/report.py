@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any
 
 from .._safe_output import check_output, write_output
 from ..io import load
 from ..recording import Recording
-from ._summary import format_csv, format_details, format_table, summarize
+from ._summary import abnormal_end_note, format_csv, format_details, format_table, summarize
 
 
 def add_parser(sub: Any) -> None:
@@ -76,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         check_output(args.plot)  # a path it would refuse is refused before any work
     recs = [load(f) for f in args.files]
+    for r, f in zip(recs, args.files, strict=True):
+        note = abnormal_end_note(r, f)
+        if note:
+            print(f"jouletrace report: warning: {note}", file=sys.stderr)
     summaries = [summarize(r, f) for r, f in zip(recs, args.files, strict=True)]
     if args.json:
         print(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2))

@@ -1,0 +1,614 @@
+"""Recordings streamed to disk as they are made: crash-safe, compacted, readable by other tools.
+
+Layout (``jouletrace.stream``, schema version 1)
+================================================
+
+A recording is a folder (customary suffix ``.jt``) that only grows while the run
+goes on; every file but the two small JSON files is append-only:
+
+=====================  ==========================================================
+file                   content
+=====================  ==========================================================
+``metadata.json``      at the start: ``format`` = ``"jouletrace.stream"``,
+                       ``schema_version``, ``channels`` (``{"name", "cumulative"}``),
+                       ``compacted``, and the recording's metadata at the start
+``samples.arrows``     Apache Arrow IPC *stream*: ``t_ns``, ``t_before_ns``,
+                       ``t_after_ns`` (int64, CLOCK_MONOTONIC ns), ``seq``
+                       (uint64), ``status`` (int32), then one float64 column per
+                       channel, named as the channel (``gpu0.energy_j``)
+``clock_pairs.arrows`` ``monotonic_ns``, ``realtime_ns``, ``uncertainty_ns`` (int64)
+``windows.arrows``     ``name`` (string), ``t0_ns``, ``t1_ns`` (int64), ``work_json``
+                       (string, JSON object or empty)
+``stats.arrows``       one row per flush: ``t_ns``, ``polls`` (samples read and
+                       stored in memory), ``rows`` (samples written), ``reads``,
+                       ``dropped_ring``, ``dropped_storage``, ``missed_deadlines``
+``end.json``           written when the run ends normally (atomically): the final
+                       metadata (windows with their energies, the command, its
+                       exit status). Without it the run ended abnormally.
+=====================  ==========================================================
+
+With compaction (the default) ``samples.arrows`` holds only the polls that say
+something the others do not (:mod:`jouletrace.energy.compact`): every result
+jouletrace computes is the same as on every poll. ``compact=False`` keeps every poll.
+
+A writer thread drains the sampler every ``flush_s`` (0.5 s), appends one record
+batch per file (zstd-compressed buffers), flushes and fsyncs: a run killed at any
+instant (SIGKILL, OOM killer, power loss) leaves every batch before the last
+flush readable; a batch cut in half is ignored. Each Arrow file can be read
+without jouletrace (``pyarrow.ipc.open_stream``, ``pandas``, ``polars.read_ipc_stream``,
+DuckDB through pyarrow; :func:`to_parquet` writes one Parquet file for Spark).
+The sampler thread is never touched: the writer reads the published, immutable
+part of the zero-copy columns.
+
+Bounded memory: after writing, the writer gives back the memory of samples older
+than ``keep_s`` (600 s) of the native columns (whole pages,
+``ColumnStore::release_before``). :meth:`jouletrace.Sampler.recording` of a
+streaming sampler then covers the recent ``keep_s`` only (its metadata says from
+where: ``stream.first_poll``); a view taken earlier reads zeros over the span given
+back since. The whole run is the file: ``jouletrace.load(path)``.
+
+Needs ``pyarrow`` (``pip install 'jouletrace[stream]'``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._safe_output import write_output
+from ..errors import InvalidArgumentError, JouletraceError
+from .compact import keep_mask
+
+__all__ = ["FORMAT", "SCHEMA_VERSION", "StreamWriter", "Streamer", "is_stream", "read_stream",
+           "to_parquet", "require_pyarrow"]
+
+FORMAT = "jouletrace.stream"
+SCHEMA_VERSION = 1
+_COLS = (("t_ns", "int64"), ("t_before_ns", "int64"), ("t_after_ns", "int64"), ("seq", "uint64"),
+         ("status", "int32"))
+_JOURNAL_RE = re.compile(r"^(samples|clock_pairs|windows|stats)\.journal-(\d{1,18})\.arrows$")
+_STATS = ("t_ns", "polls", "rows", "reads", "dropped_ring", "dropped_storage", "missed_deadlines")
+
+
+def require_pyarrow() -> Any:
+    """pyarrow, or a clear error saying how to get it."""
+    try:
+        import pyarrow as pa
+        import pyarrow.ipc  # noqa: F401
+    except ImportError:
+        raise JouletraceError(
+            "streaming recordings to disk needs pyarrow, which is not installed here: "
+            "pip install 'jouletrace[stream]' (or pip install pyarrow); or save to a .npz file instead "
+            "(record -o run.npz, or --no-stream)"
+        ) from None
+    return pa
+
+
+def is_stream(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a folder that looks like a streamed recording."""
+    p = os.fspath(path)
+    return os.path.isdir(p) and os.path.exists(os.path.join(p, "metadata.json"))
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def _write_json(path: str, obj: Any) -> None:
+    """Atomically (temporary beside it, fsync, rename) in a folder we created."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(_jsonable(obj), f, allow_nan=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class StreamWriter:
+    """Appends a recording to a new folder (module docstring). Not thread-safe: one writer thread."""
+
+    def __init__(self, path: str | os.PathLike[str], channels: Sequence[tuple[str, bool]],
+                 metadata: dict[str, Any], *, compact: bool = True, commit_every: int = 120) -> None:
+        pa = require_pyarrow()
+        self.path = os.fspath(path)
+        self.channels = [(str(n), bool(c)) for n, c in channels]
+        self.compact = bool(compact)
+        try:
+            os.mkdir(self.path)  # never into, or over, something that is there
+        except FileExistsError:
+            raise InvalidArgumentError(
+                f"{self.path} already exists; a streamed recording never writes over anything: "
+                "choose a new name or remove it first"
+            ) from None
+        except OSError as e:
+            raise InvalidArgumentError(f"cannot create the recording folder {self.path}: {e.strerror or e}") from None
+        _write_json(os.path.join(self.path, "metadata.json"), {
+            "format": FORMAT, "schema_version": SCHEMA_VERSION,
+            "channels": [{"name": n, "cumulative": c} for n, c in self.channels],
+            "compacted": self.compact, "metadata": metadata,
+        })
+        i64 = pa.int64()
+        self._schemas = {
+            "samples": pa.schema([(n, getattr(pa, t)()) for n, t in _COLS]
+                                 + [(n, pa.float64()) for n, _ in self.channels],
+                                 metadata={"jouletrace": json.dumps({"format": FORMAT, "schema_version": SCHEMA_VERSION,
+                                                                     "compacted": self.compact})}),
+            "clock_pairs": pa.schema([("monotonic_ns", i64), ("realtime_ns", i64), ("uncertainty_ns", i64)]),
+            "windows": pa.schema([("name", pa.string()), ("t0_ns", i64), ("t1_ns", i64), ("work_json", pa.string())]),
+            "stats": pa.schema([(n, i64) for n in _STATS]),
+        }
+        self._pa = pa
+        #: Flushes between commits into the main files (120 flushes of 0.5 s: a minute).
+        self.commit_every = max(1, int(commit_every))
+        self._tables: dict[str, _Table] = {}
+        self.rows = 0
+        self._flushes = 0
+        self._open(append=False)
+        # pyarrow imports some of its helpers (pandas') on first use; at interpreter exit, when a
+        # stream may still have to be ended, imports can fail: make that first use now.
+        for schema in self._schemas.values():
+            empty = pa.record_batch([pa.array(np.zeros(0, dtype=f.type.to_pandas_dtype()) if f.type != pa.string()
+                                              else [], type=f.type) for f in schema], schema=schema)
+            pa.Table.from_batches([empty], schema=schema).combine_chunks().to_batches()
+
+    def _open(self, append: bool) -> None:
+        opts = self._pa.ipc.IpcWriteOptions(compression="zstd")
+        for name, schema in self._schemas.items():
+            self._tables[name] = _Table(self._pa, self.path, name, schema, opts, append=append)
+
+    def append(self, name: str, cols: dict[str, Any]) -> None:
+        """Rows of table ``name`` (``samples``, ``clock_pairs``, ``windows``, ``stats``): into its journal now,
+        into its main file at the next commit."""
+        schema = self._schemas[name]
+        n = len(cols[schema[0].name])
+        if n == 0:
+            return
+        self._tables[name].add(self._pa.record_batch(
+            [self._pa.array(cols[f.name] if f.type == self._pa.string() else np.asarray(cols[f.name]), type=f.type)
+             for f in schema], schema=schema))
+        if name == "samples":
+            self.rows += n
+
+    def flush(self) -> None:
+        """Everything appended so far on disk (journals fsynced); every ``commit_s`` into the main files."""
+        self._flushes += 1
+        if self._flushes % self.commit_every == 0:
+            self.commit()
+        for t in self._tables.values():
+            t.flush()
+
+    def commit(self) -> None:
+        for t in self._tables.values():
+            t.commit()
+
+    def end(self, metadata: dict[str, Any]) -> None:
+        """Commit, close the files and mark the run as ended normally, with its final metadata.
+
+        Called again (after the files are closed), it rewrites the final metadata.
+        """
+        if self._tables:
+            self.close()
+        _write_json(os.path.join(self.path, "end.json"), {"format": FORMAT, "metadata": metadata})
+
+    def reopen(self) -> None:
+        """The run goes on after an end(): each file gets a new stream segment, and a crash
+        from now on is an abnormal end again. (pyarrow reads one segment per ``open_stream``;
+        :func:`read_stream` reads them all.)"""
+        try:
+            os.unlink(os.path.join(self.path, "end.json"))
+        except FileNotFoundError:
+            pass
+        if not self._tables:
+            self._open(append=True)
+
+    def close(self) -> None:
+        """Commit, write each stream's end marker, fsync, close, remove the journals (idempotent)."""
+        for t in self._tables.values():
+            t.close()
+        self._tables = {}
+
+
+class _Table:
+    """One table: a main Arrow stream that gets one batch per commit (large batches compress well:
+    a per-flush batch of a few rows would cost more in Arrow's per-batch framing than its data), and
+    a journal (``NAME.journal-START.arrows``, START = rows in the main file when it was opened) that gets
+    every flush's rows at once, fsynced, so a crash loses nothing that was flushed. After each commit
+    the journal starts again and the old one is removed."""
+
+    def __init__(self, pa: Any, folder: str, name: str, schema: Any, opts: Any, *, append: bool) -> None:
+        self.pa, self.folder, self.name, self.schema, self.opts = pa, folder, name, schema, opts
+        flag = os.O_APPEND if append else os.O_EXCL
+        fd = os.open(os.path.join(folder, f"{name}.arrows"), os.O_WRONLY | os.O_CREAT | flag, 0o666)
+        self.file = os.fdopen(fd, "ab" if append else "wb")
+        self.writer = pa.ipc.new_stream(self.file, schema, options=opts)
+        self.committed = 0
+        if append:  # rows already there (a restart): the reader counts them the same way
+            self.committed = _count_rows(pa, os.path.join(folder, f"{name}.arrows"))
+        self.pending: list[Any] = []
+        self.dirty = False
+        self._jfile: Any = None
+        self._jwriter: Any = None
+        self._jpath = ""
+        self._new_journal()
+
+    def _new_journal(self) -> None:
+        old_file, old_writer, old_path = self._jfile, self._jwriter, self._jpath
+        self._jpath = os.path.join(self.folder, f"{self.name}.journal-{self.committed}.arrows")
+        fd = os.open(self._jpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._jfile = os.fdopen(fd, "wb")
+        self._jwriter = self.pa.ipc.new_stream(self._jfile, self.schema, options=self.opts)
+        if old_writer is not None:
+            old_writer.close()
+            old_file.close()
+            if old_path != self._jpath:
+                os.unlink(old_path)
+
+    def add(self, batch: Any) -> None:
+        self.pending.append(batch)
+        self._jwriter.write_batch(batch)
+        self.dirty = True
+
+    def flush(self) -> None:
+        if self.dirty:
+            self._jfile.flush()
+            os.fsync(self._jfile.fileno())
+            self.dirty = False
+
+    def commit(self) -> None:
+        if not self.pending:
+            return
+        table = self.pa.Table.from_batches(self.pending, schema=self.schema).combine_chunks()
+        for b in table.to_batches():
+            self.writer.write_batch(b)
+        self.file.flush()
+        os.fsync(self.file.fileno())  # in the main file before the journal that held it goes
+        self.committed += table.num_rows
+        self.pending = []
+        self._new_journal()
+        self.dirty = False
+
+    def close(self) -> None:
+        self.commit()
+        self.writer.close()
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        self._jwriter.close()
+        self._jfile.close()
+        os.unlink(self._jpath)
+
+
+def _count_rows(pa: Any, path: str) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        while f.tell() < size:
+            try:
+                r = pa.ipc.open_stream(f)
+                for b in r:
+                    n += b.num_rows
+            except (pa.ArrowInvalid, OSError):
+                break
+    return n
+
+
+class Streamer:
+    """The writer thread of one streaming :class:`jouletrace.Sampler` (module docstring).
+
+    Every ``flush_s`` it drains the sampler, decides which new polls to keep, appends
+    them with the new clock pairs, the windows that ended and a stats row, fsyncs, and
+    gives back the memory of polls older than ``keep_s``. It only reads the published
+    (immutable) part of the native columns; the sampler thread never waits for it.
+    """
+
+    def __init__(self, sampler: Any, path: str | os.PathLike[str], *, compact: bool = True,
+                 keep_s: float | None = 600.0, flush_s: float = 0.5, commit_s: float = 60.0,
+                 metadata: dict[str, Any] | None = None) -> None:
+        if not 0.01 <= float(flush_s) <= 1.0:
+            raise InvalidArgumentError(f"flush_s must be between 0.01 and 1 s, got {flush_s!r}")
+        if keep_s is not None and float(keep_s) < 5 * float(flush_s):
+            raise InvalidArgumentError(f"keep_s must be at least 5 flushes ({5 * float(flush_s):g} s), got {keep_s!r}")
+        self.sampler = sampler
+        self.native = sampler._native  # noqa: SLF001  (the energy layer reads the sampler's columns)
+        self.channels = [(str(n), bool(c)) for n, c in self.native.channels]
+        self.writer = StreamWriter(path, self.channels, metadata or {}, compact=compact,
+                                   commit_every=max(1, round(commit_s / float(flush_s))))
+        self.path = self.writer.path
+        self.flush_s = float(flush_s)
+        self.keep_rows = None if keep_s is None else max(1, int(float(keep_s) * float(self.native.config["rate_hz"])))
+        self.next = 0  # first poll not yet decided
+        self.pairs = 0  # clock pairs written
+        self.view_start = 0  # polls before this one were given back (their views read zeros)
+        #: The first error of the writer (disk full...), or None. Writing stops then; memory is kept.
+        self.error: BaseException | None = None
+        self.windows_source: Callable[[], list[dict[str, Any]]] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ended = False
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        if self._ended:
+            self.writer.reopen()
+            self._ended = False
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            # Not a daemon: when the program's main thread ends without stopping the sampler, this
+            # thread sees it, stops the sampler and ends the recording normally (Python waits for it).
+            self._thread = threading.Thread(target=self._run, name="jouletrace-stream", daemon=False)
+            self._thread.start()
+
+    def _run(self) -> None:
+        main = threading.main_thread()
+        while not self._stop.wait(self.flush_s):
+            if not main.is_alive():  # the program is exiting and nobody stopped the sampler
+                self.sampler._stop_native()  # noqa: SLF001  (stops the native threads, then finish())
+                return
+            self.tick(final=False)
+
+    def finish(self, metadata: dict[str, Any]) -> None:
+        """Stop the thread, write every poll so far, mark the run as ended with ``metadata``."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self.tick(final=True)
+        if self.error is None:
+            try:
+                self.writer.end(metadata)
+                self._ended = True
+            except OSError as e:
+                self.error = e
+
+    def annotate(self, metadata: dict[str, Any]) -> None:
+        """Rewrite the final metadata of an ended run (the command's exit status, say)."""
+        if self._ended and self.error is None:
+            try:
+                self.writer.end(metadata)
+            except OSError as e:
+                self.error = e
+
+    # -- one flush --------------------------------------------------------------------
+    def tick(self, final: bool) -> None:
+        with self._lock:
+            if self.error is not None:
+                return
+            try:
+                self._tick(final)
+            except Exception as e:  # noqa: BLE001  (disk full, folder removed: kept for the caller)
+                self.error = e
+
+    def _tick(self, final: bool) -> None:
+        nat = self.native
+        if nat.running:
+            nat.drain()
+        cols = nat.columns()
+        n = len(cols["t_ns"])
+        upto = n if final else n - 1  # the last poll waits for the next one, unless this is the end
+        w = self.writer
+        if upto > self.next:
+            s0 = max(self.next - 1, 0)
+            names = [c for c, _ in self.channels]
+            ext = {k: cols[k][s0:n] for k, _ in _COLS}
+            vals = {c: cols["values"][c][s0:n] for c in names}
+            lo = self.next - s0
+            if w.compact:
+                keep = keep_mask(ext["status"], ext["seq"], vals, first=self.next == 0, last=final)
+                idx = np.flatnonzero(keep[lo:upto - s0]) + lo
+            else:
+                idx = np.arange(lo, upto - s0)
+            out = {k: np.asarray(a)[idx] for k, a in ext.items()}
+            out.update({c: np.asarray(vals[c])[idx] for c in names})
+            w.append("samples", out)
+            self.next = upto
+        pairs = nat.clock_pairs(self.pairs)
+        if len(pairs):
+            w.append("clock_pairs", {"monotonic_ns": pairs[:, 0], "realtime_ns": pairs[:, 1],
+                                     "uncertainty_ns": pairs[:, 2]})
+            self.pairs += len(pairs)
+        if self.windows_source is not None:
+            wins = self.windows_source()
+            if wins:
+                w.append("windows", {
+                    "name": [str(x.get("name", "")) for x in wins],
+                    "t0_ns": [int(x["t0_ns"]) for x in wins],
+                    "t1_ns": [int(x["t1_ns"]) for x in wins],
+                    "work_json": [json.dumps(_jsonable(x["work"])) if x.get("work") else "" for x in wins],
+                })
+        w.append("stats", {"t_ns": [time.monotonic_ns()], "polls": [n], "rows": [w.rows], "reads": [nat.reads],
+                           "dropped_ring": [nat.dropped_ring], "dropped_storage": [nat.dropped_storage],
+                           "missed_deadlines": [nat.missed_deadlines]})
+        w.flush()
+        if self.keep_rows is not None:
+            target = min(n - self.keep_rows, self.next - 1)
+            if target > self.view_start:
+                nat.release_before(target)
+                self.view_start = target
+
+
+# -- reading ------------------------------------------------------------------------------
+class StreamParts:
+    """What :func:`read_stream` found in a streamed recording, before validation."""
+
+    def __init__(self) -> None:
+        self.header: dict[str, Any] = {}
+        self.end: dict[str, Any] | None = None
+        self.columns: dict[str, np.ndarray] = {}
+        self.clock_pairs = np.zeros((0, 3), dtype=np.int64)
+        self.windows: list[dict[str, Any]] = []
+        self.stats: dict[str, int] = {}
+        #: Files whose last batch was cut short (a crash while writing it): the part before is kept.
+        self.truncated: list[str] = []
+
+
+def _read_batches(pa: Any, fh: Any, name: str, parts: StreamParts, budget: list[int], bad: Callable[[str], Exception],
+                  too_big: Callable[[str], Exception]) -> tuple[Any, list[Any]]:
+    """Every batch of every stream segment in ``fh``, up to a cut (then ``name`` is marked truncated)."""
+    size = os.fstat(fh.fileno()).st_size
+    schema: Any = None
+    batches: list[Any] = []
+    while fh.tell() < size:
+        start = fh.tell()
+        try:
+            reader = pa.ipc.open_stream(fh)
+        except (pa.ArrowInvalid, OSError, EOFError) as e:
+            if schema is None and start == 0 and size > 64 * 1024:
+                raise bad(f"{name} is not an Arrow IPC stream ({e})") from None
+            parts.truncated.append(name)  # killed while writing a schema
+            break
+        if schema is not None and not reader.schema.equals(schema):
+            raise bad(f"{name} changes its columns between segments")
+        schema = reader.schema
+        while True:
+            try:
+                b = reader.read_next_batch()
+            except StopIteration:
+                break
+            except (pa.ArrowInvalid, OSError, EOFError):
+                parts.truncated.append(name)  # the batch being written when the run was killed
+                return schema, batches
+            budget[0] -= b.nbytes
+            if budget[0] < 0:
+                raise too_big(name)
+            batches.append(b)
+        if fh.tell() == start:  # pragma: no cover  (a reader that consumed nothing: never loop)
+            break
+    return schema, batches
+
+
+def read_stream(path: str, budget: int, open_file: Callable[[str], Any], bad: Callable[[str], Exception],
+                too_big: Callable[[str], Exception]) -> StreamParts:
+    """The files of a streamed recording, batches up to the last complete one (a crash's tail is cut).
+
+    ``open_file`` opens a member (regular files only, the caller's rules); ``bad(what)``
+    and ``too_big(what)`` make the caller's errors. Decompressed data may take at most
+    ``budget`` bytes.
+    """
+    pa = require_pyarrow()
+    parts = StreamParts()
+    left = [budget]
+    with open_file(os.path.join(path, "metadata.json")) as fh:
+        raw = fh.read(max(1 << 20, budget // 16) + 1)
+    if len(raw) > max(1 << 20, budget // 16):
+        raise too_big("metadata.json")
+    try:
+        parts.header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise bad(f"metadata.json is not valid JSON ({type(e).__name__})") from None
+    if not isinstance(parts.header, dict) or parts.header.get("format") != FORMAT:
+        raise bad("metadata.json does not name the jouletrace.stream format")
+    if os.path.exists(os.path.join(path, "end.json")):
+        with open_file(os.path.join(path, "end.json")) as fh:
+            raw = fh.read(max(1 << 20, budget // 16) + 1)
+        try:
+            end = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            end = None  # a damaged end marker: treated as an abnormal end
+        parts.end = end if isinstance(end, dict) and isinstance(end.get("metadata"), dict) else None
+    chans = parts.header.get("channels")
+    if not isinstance(chans, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in chans):
+        raise bad("metadata.json has a malformed channel list")
+    want = dict(_COLS) | {c["name"]: "double" for c in chans}
+
+    journals: dict[str, list[tuple[int, str]]] = {}
+    for entry in os.listdir(path):
+        m = _JOURNAL_RE.match(entry)
+        if m:
+            journals.setdefault(m.group(1), []).append((int(m.group(2)), entry))
+
+    def table(name: str) -> tuple[Any, list[Any]]:
+        """The main file's batches, then the rows of its journals past them (a run killed between commits)."""
+        p = os.path.join(path, f"{name}.arrows")
+        if not os.path.exists(p):
+            parts.truncated.append(name)
+            return None, []
+        with open_file(p) as fh:
+            schema, batches = _read_batches(pa, fh, name, parts, left, bad, too_big)
+        have = sum(b.num_rows for b in batches)
+        for start, entry in sorted(journals.get(name, [])):
+            if start > have:  # a gap: the main file lost a committed batch (cut short)
+                parts.truncated.append(name)
+                break
+            with open_file(os.path.join(path, entry)) as fh:
+                jschema, jb = _read_batches(pa, fh, name, parts, left, bad, too_big)
+            if jschema is None:
+                continue
+            if schema is not None and not jschema.equals(schema):
+                raise bad(f"{entry} has other columns than {name}.arrows")
+            schema = schema or jschema
+            skip = have - start
+            for b in jb:
+                if skip >= b.num_rows:
+                    skip -= b.num_rows
+                    continue
+                b = b.slice(skip)
+                skip = 0
+                batches.append(b)
+                have += b.num_rows
+        return schema, batches
+
+    schema, batches = table("samples")
+    if schema is not None:
+        got = {f.name: str(f.type) for f in schema}
+        for col, t in want.items():
+            if got.get(col) != t:
+                raise bad(f"samples.arrows column {col!r} is {got.get(col, 'missing')}, expected {t}")
+    for col, t in want.items():
+        arrs = [b.column(col).to_numpy(zero_copy_only=False) for b in batches]
+        dt = np.float64 if t == "double" else np.dtype(t)
+        a = np.concatenate(arrs).astype(dt, copy=False) if arrs else np.zeros(0, dtype=dt)
+        a.flags.writeable = False
+        parts.columns[col] = a
+    _, batches = table("clock_pairs")
+    if batches:
+        parts.clock_pairs = np.stack([np.concatenate([b.column(c).to_numpy() for b in batches]).astype(np.int64)
+                                      for c in ("monotonic_ns", "realtime_ns", "uncertainty_ns")], axis=1)
+    _, batches = table("windows")
+    for b in batches:
+        d = b.to_pydict()
+        for name, t0, t1, work in zip(d["name"], d["t0_ns"], d["t1_ns"], d["work_json"], strict=True):
+            win: dict[str, Any] = {"name": name, "t0_ns": int(t0), "t1_ns": int(t1)}
+            if work:
+                try:
+                    win["work"] = json.loads(work)
+                except ValueError:
+                    raise bad("windows.arrows holds a window whose work is not JSON") from None
+            parts.windows.append(win)
+    _, batches = table("stats")
+    if batches:
+        last = batches[-1].slice(batches[-1].num_rows - 1).to_pydict()
+        parts.stats = {k: int(v[0]) for k, v in last.items()}
+    return parts
+
+
+def to_parquet(rec: Any, out: str | os.PathLike[str]) -> str:
+    """Write a recording's samples (``jouletrace.load(stream_path)``) as one Parquet file, for Spark.
+
+    The columns are those of ``samples.arrows``; the metadata is kept in the file's
+    key-value metadata under ``jouletrace``. Written safely (temporary, then renamed).
+    """
+    require_pyarrow()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = {k: np.asarray(getattr(rec, k)) for k, _ in _COLS}
+    cols.update({c: np.asarray(rec[c]) for c in rec.channels})
+    table = pa.table(cols).replace_schema_metadata({"jouletrace": json.dumps(_jsonable(rec.metadata))})
+    return write_output(os.fspath(out), lambda f: pq.write_table(table, f, compression="zstd"))
