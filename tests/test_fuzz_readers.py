@@ -532,7 +532,7 @@ def test_unreadable_file_is_a_permission_problem(saved: dict[str, Path], tmp_pat
 
 
 def test_directories_and_devices(tmp_path: Path) -> None:
-    refused(jouletrace.load, tmp_path, RecordingFormatError, "directory")
+    refused(jouletrace.load, tmp_path, RecordingFormatError, "folder, not a recording")
     refused(traces.load, tmp_path, TraceFormatError, "directory")
     dev = Path("/dev/zero")  # would read forever
     with pytest.raises(TraceFormatError, match="/dev/zero: is a character device"):
