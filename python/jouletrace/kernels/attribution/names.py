@@ -662,7 +662,9 @@ def _cumulative_at(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_
         zs = u - z
         # From a common origin before every launch and zone, so that cumulative values of
         # different calls (a part-time window's start and end) can be subtracted.
-        origin = min(int(sw.t[0]), int(zs[0])) - 1
+        # (one origin for every shift: 10 s before the first launch or update, more than any
+        # shift or zone reaches).
+        origin = min(int(sw.t[0]), int(upd.t_ns[0])) - 10_000_000_000
         share0, idle0 = _matrix_from_sweep(sw, s, e, gid, n_groups, np.concatenate([[origin], zs]))
         C0 = np.cumsum(np.column_stack([share0, idle0]), axis=0)
         j = np.searchsorted(u + z, s, side="right")  # the first zone ending after each start
