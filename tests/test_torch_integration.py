@@ -169,3 +169,33 @@ def test_lightning_callback_logs_to_every_logger_at_the_steps_own_number(mon) ->
         assert [d["energy/step_j_per_token"] for s, d in lg.rows if "energy/step_j" in d] == pytest.approx(
             [m.total_j / 32 for m in steps])
         assert sum("energy/epoch_j" in d for _, d in lg.rows) == 1
+
+
+def test_hugging_face_callback_in_a_real_trainer(mon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A real transformers.Trainer (a tiny GPT-2 built from its config: no download) on the CPU, with
+    the simulated GPU under the callback: every step is logged once, with its tokens, within its bound."""
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+    pytest.importorskip("accelerate", reason="the Trainer needs accelerate")
+
+    class Data(torch.utils.data.Dataset):  # type: ignore[type-arg]
+        def __len__(self) -> int:
+            return 32
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            ids = torch.arange(16) % 50
+            return {"input_ids": ids, "labels": ids}
+
+    cfg = transformers.GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+    args = transformers.TrainingArguments(str(tmp_path), per_device_train_batch_size=8, num_train_epochs=1,
+                                          logging_steps=1, include_num_input_tokens_seen=True, report_to=[],
+                                          use_cpu=True, save_strategy="no", disable_tqdm=True)
+    trainer = transformers.Trainer(model=transformers.GPT2LMHeadModel(cfg), args=args, train_dataset=Data())
+    cb = jt.JouletraceCallback.install(trainer, mon)
+    trainer.train()
+    steps = [m for m in cb.steps.measurements if m.name == "step"]
+    assert len(steps) == 4 and all(m.work == {"tokens": 128.0} for m in steps)  # 8 x 16 tokens a step
+    hist = {i: d for i, d in cb.history if "energy/step_j" in d}
+    assert sorted(hist) == [1, 2, 3, 4]
+    for i, m in enumerate(steps, start=1):
+        assert hist[i]["energy/step_j_per_token"] == pytest.approx(m.total_j / 128)
+        assert abs(m.total_j - float(mon.sim.true_energy(m.t0_ns, m.t1_ns))) <= m.total_uncertainty_j

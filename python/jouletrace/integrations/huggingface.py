@@ -38,6 +38,7 @@ class JouletraceCallback:
         #: (global step, metrics) as reported.
         self.history: list[tuple[int, dict[str, float]]] = []
         self._tokens_at_begin: float | None = None
+        self._tokens_at_end: float | None = None
 
     @classmethod
     def install(cls, trainer: Any, monitor: Monitor | None = None) -> JouletraceCallback:
@@ -49,6 +50,7 @@ class JouletraceCallback:
     # -- events ---------------------------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.steps.monitor.start()
+        self._tokens_at_end = getattr(state, "num_input_tokens_seen", None)
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.steps.begin("epoch", int(getattr(state, "epoch", 0) or 0))
@@ -58,10 +60,16 @@ class JouletraceCallback:
         self.steps.begin("step", int(state.global_step) + 1)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        # A step's tokens: the count now less the count at the previous step's end. The
+        # Trainer adds a batch's tokens before it calls on_step_begin (so the count at the
+        # begin may already hold them) or after (a callback of another design): the count
+        # between two step ends is right either way.
         tokens = getattr(state, "num_input_tokens_seen", None)
+        before = self._tokens_at_end if self._tokens_at_end is not None else self._tokens_at_begin
         work = {}
-        if tokens is not None and self._tokens_at_begin is not None and tokens > self._tokens_at_begin:
-            work["tokens"] = float(tokens - self._tokens_at_begin)
+        if tokens is not None and before is not None and tokens > before:
+            work["tokens"] = float(tokens - before)
+        self._tokens_at_end = tokens
         self.steps.end("step", **work)
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
