@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 from jouletrace import attribute as at
-from jouletrace.sim import SimGPU
+from jouletrace.kernels.traces import load_kineto, load_nsys
+from jouletrace.sampling.sim import SimGPU
+from jouletrace.testing.traces import write_kineto_json, write_nsys_sqlite
 from jouletrace.testing.workloads import kernel_table, synthetic_launches, synthetic_recording
-from jouletrace.traces import load_kineto, load_nsys
-from jouletrace.traces.synth import write_kineto_json, write_nsys_sqlite
 
 _HERE = Path(__file__).resolve().parent
 

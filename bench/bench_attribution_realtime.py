@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from jouletrace import attribute as at
+from jouletrace.kernels.traces import load
 from jouletrace.testing.replay import oracle_updates, replay, score, summarize, without_timestamps
-from jouletrace.traces import load
 
 TRACES = Path(__file__).resolve().parent.parent / "tests" / "data" / "traces"
 MODES = ("timestamps", "grid", "oracle")

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from jouletrace.analysis.compare import Run, compare
-from jouletrace.sim import SimGPU
+from jouletrace.sampling.sim import SimGPU
 from jouletrace.testing.models import IDLE_W, model_schedule
 from jouletrace.testing.workloads import kernel_table, synthetic_recording
 

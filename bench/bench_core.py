@@ -13,7 +13,7 @@ import pytest
 
 import jouletrace
 from jouletrace import _core
-from jouletrace.sim import SimGPU
+from jouletrace.sampling.sim import SimGPU
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 
 import jouletrace
-from jouletrace.recording import Recording
-from jouletrace.sim import SimGPU
+from jouletrace.energy.recording import Recording
+from jouletrace.sampling.sim import SimGPU
 
 N_SAMPLES = 10_000_000
 N_WINDOWS = 1_000_000

@@ -19,7 +19,7 @@ import numpy as np
 
 import jouletrace
 from jouletrace import _core
-from jouletrace.sim import SimGPU
+from jouletrace.sampling.sim import SimGPU
 
 
 def _call(sim: SimGPU, d_ns: int):  # type: ignore[no-untyped-def]

@@ -2,8 +2,8 @@
 
 Read cost: n back-to-back native ``Source::read`` calls (no sampler thread)
 through ``_core.rapl_read_cost``, for every interface that works here: the
-real ones when ``jouletrace.rapl.probe`` says they are usable, and always the
-fake trees of :class:`jouletrace.rapl.FakeRapl` (a regular file standing in for
+real ones when ``jouletrace.sampling.rapl.probe`` says they are usable, and always the
+fake trees of :class:`jouletrace.testing.rapl.FakeRapl` (a regular file standing in for
 ``/dev/cpu/N/msr``, a directory for ``/sys/class/powercap``), which exercise the
 same code path with page-cache reads instead of the kernel's. Next to it, what
 the Python poll that other tools do costs on the same fake powercap files
@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import jouletrace
-from jouletrace import _core, rapl
-from jouletrace.rapl import AMD_MSR, INTEL_MSR, FakeRapl
+from jouletrace import _core
+from jouletrace.sampling import rapl
+from jouletrace.sampling.rapl import AMD_MSR, INTEL_MSR
+from jouletrace.testing.rapl import FakeRapl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sampler_timing import _thread_cpu_ns  # noqa: E402  (one copy of the /proc reader)

@@ -32,7 +32,7 @@ import numpy as np
 
 import jouletrace
 from jouletrace.energy.stream import Streamer
-from jouletrace.sim import SimGPU
+from jouletrace.sampling.sim import SimGPU
 
 RATE = 1000.0
 PERIOD_NS = 100_000_000

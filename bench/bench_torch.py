@@ -21,8 +21,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
 import jouletrace.torch as jt  # noqa: E402
-from jouletrace.monitor import Monitor  # noqa: E402
-from jouletrace.sim import SimGPU  # noqa: E402
+from jouletrace.energy.monitor import Monitor  # noqa: E402
+from jouletrace.sampling.sim import SimGPU  # noqa: E402
 
 X = None
 

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sim = None
     opts: dict[str, Any] = {"gpus": [args.gpu]}
     if args.sim:
-        from jouletrace.sim import SimGPU
+        from jouletrace.sampling.sim import SimGPU
 
         sim = SimGPU(gpus=args.gpu + 1, update_period_s=0.1, avg_window_s=0.025, idle_w=70.0)
         sim.use_in_pynvml()

@@ -27,7 +27,7 @@ import numpy as np
 
 import jouletrace
 from jouletrace import _core
-from jouletrace.sim import SimGPU
+from jouletrace.sampling.sim import SimGPU
 
 
 def _stats(t_ns: np.ndarray, period_ns: int) -> tuple[float, float, float, int]:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from jouletrace import _core
-from jouletrace.sim import SimGPU
+from jouletrace.sampling.sim import SimGPU
 
 
 @pytest.fixture

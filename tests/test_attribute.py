@@ -1,9 +1,9 @@
 """Kernel attribution: alignment, per-name statistics, per-launch energies, against the simulated GPU.
 
-Ground truth: launches become power segments of a :class:`jouletrace.sim.SimGPU`
+Ground truth: launches become power segments of a :class:`jouletrace.sampling.sim.SimGPU`
 (H100-like sensor: a counter that updates every 100 ms), whose exact energy
 over any interval is known. The launches go out as real-schema Nsight Systems
-SQLite and PyTorch profiler JSON files (``jouletrace.traces.synth``) and come
+SQLite and PyTorch profiler JSON files (``jouletrace.testing.traces``) and come
 back through the importers before they are attributed.
 """
 
@@ -21,12 +21,14 @@ import pytest
 
 import jouletrace
 from jouletrace import attribute as at
-from jouletrace import integrate
+from jouletrace.energy import windows
 from jouletrace.energy.updates import locate_updates
 from jouletrace.errors import InvalidArgumentError
 from jouletrace.kernels.attribution.names import _unresolved_reasons
-from jouletrace.markers import SyncMarkers, available_backends
-from jouletrace.sim import SimGPU
+from jouletrace.kernels.markers import SyncMarkers, available_backends
+from jouletrace.kernels.traces import KernelTable, RangeTable, load, load_kineto, load_nsys
+from jouletrace.sampling.sim import SimGPU
+from jouletrace.testing.traces import write_kineto_json, write_nsys_sqlite
 from jouletrace.testing.workloads import (
     EPOCH_OFFSET,
     kernel_table,
@@ -36,8 +38,6 @@ from jouletrace.testing.workloads import (
     synthetic_recording,
     tile,
 )
-from jouletrace.traces import KernelTable, RangeTable, load, load_kineto, load_nsys
-from jouletrace.traces.synth import write_kineto_json, write_nsys_sqlite
 
 TRACES = Path(os.environ.get("JOULETRACE_TRACES_DIR") or Path(__file__).resolve().parent / "data" / "traces")
 T0 = 5_000_000_000_000  # CLOCK_MONOTONIC start of the synthetic runs (ns)
@@ -672,7 +672,7 @@ def test_per_launch_and_per_name_use_the_recordings_one_placement(h100_run, monk
     monkeypatch.setattr(r.rec, "updates", lambda c: moved if c == ch else base)
     after_l = at.attribute_launches(r.rec, kernels)["energy_j"]
     after_n = at.attribute_names(r.rec, kernels, bootstrap=0)
-    we = integrate.counter_energy(r.rec.t_ns, r.rec[ch], at.align(kernels, r.rec).to_monotonic(kernels.start_ns[:50]),
+    we = windows.counter_energy(r.rec.t_ns, r.rec[ch], at.align(kernels, r.rec).to_monotonic(kernels.start_ns[:50]),
                                   at.align(kernels, r.rec).to_monotonic(kernels.end_ns[:50]), updates=moved)[0]
     np.testing.assert_allclose(after_l[:50], we, rtol=1e-9, atol=1e-12)  # these launches never overlap
     assert not np.allclose(after_l, before_l)

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from jouletrace import attribute as at
+from jouletrace.kernels.traces import load
 from jouletrace.testing.replay import oracle_updates, replay, score, summarize, without_timestamps
-from jouletrace.traces import load
 
 TRACES = Path(os.environ.get("JOULETRACE_TRACES_DIR") or Path(__file__).resolve().parent / "data" / "traces")
 #: Traces whose big names give enough counter intervals on the 20 ms sensor (~1,000 in 20 s) that

@@ -7,8 +7,8 @@ import time
 import pytest
 
 import jouletrace
-from jouletrace.calibrate import SimLoad, calibrate
-from jouletrace.sensor_model import load_saved, sensor_file
+from jouletrace.sampling.calibrate import SimLoad, calibrate
+from jouletrace.sampling.sensor_model import load_saved, sensor_file
 
 
 @pytest.mark.parametrize("counter", ["full", "part_time"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import jouletrace
-from jouletrace import traces
+from jouletrace.kernels import traces
 
 
 def jt(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jouletrace import traces
 from jouletrace.analysis import breakdown, categorize, per_work
 from jouletrace.analysis.breakdown import IDLE, OUTSIDE
 from jouletrace.analysis.compare import JSON_SCHEMA, Run, compare
 from jouletrace.analysis.projection import intensity_for, parse_rate, project
 from jouletrace.errors import InvalidArgumentError
+from jouletrace.kernels import traces
 from jouletrace.testing.models import synthetic_model_run
+from jouletrace.testing.traces import write_kineto_json
 from jouletrace.testing.workloads import synthetic_recording
-from jouletrace.traces.synth import write_kineto_json
 
 DATA = Path(__file__).parent / "data" / "traces"
 
@@ -98,7 +98,7 @@ def test_decomposition_names_the_known_cause(models):
 
 def _replayed(kernels, rng):
     """A recording covering a real trace's kernels (their timeline on the simulated GPU)."""
-    from jouletrace.sim import SimGPU
+    from jouletrace.sampling.sim import SimGPU
 
     off = int(kernels.start_ns.min()) - 10_000_000_000  # the trace's first kernel at 10 s monotonic
     t0, t1 = int(kernels.start_ns.min()) - off, int(kernels.end_ns.max()) - off

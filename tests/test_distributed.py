@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import jouletrace
+from jouletrace.energy.measurement import Measurement
 from jouletrace.integrations.distributed import merge_payloads, rank_payload
-from jouletrace.measurement import Measurement
 
 pytest.importorskip("torch.distributed", reason="torch is not installed (pip install 'jouletrace[torch]')")
 

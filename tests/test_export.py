@@ -13,15 +13,15 @@ import pytest
 
 import jouletrace
 from jouletrace import attribute as at
-from jouletrace.export import merge_kineto, write_perfetto
-from jouletrace.sim import SimGPU
+from jouletrace.kernels.export import merge_kineto, write_perfetto
+from jouletrace.kernels.traces import load_kineto
+from jouletrace.sampling.sim import SimGPU
 from jouletrace.testing.workloads import (
     kernel_table,
     name_watts,
     synthetic_launches,
     synthetic_recording,
 )
-from jouletrace.traces import load_kineto
 
 TRACES = Path(os.environ.get("JOULETRACE_TRACES_DIR") or Path(__file__).resolve().parent / "data" / "traces")
 T0 = 5_000_000_000_000
@@ -190,7 +190,7 @@ def _with_windows(rec, windows):
 
 
 def _window_slices(doc: dict) -> list[dict]:
-    from jouletrace.export import WINDOWS_PID
+    from jouletrace.kernels.export import WINDOWS_PID
 
     ws = [e for e in doc["traceEvents"] if e.get("cat") == "jouletrace.window"]
     assert all(e["ph"] == "X" and e["pid"] == WINDOWS_PID for e in ws)

@@ -39,15 +39,15 @@ import numpy as np
 import pytest
 
 import jouletrace
-from jouletrace import traces
 from jouletrace._input import ENV_MAX_INPUT_BYTES, MIN_DEFAULT_BUDGET, input_budget
+from jouletrace.energy.recording import Recording
 from jouletrace.errors import (
     JouletraceError,
     RecordingFormatError,
     TraceFormatError,
 )
-from jouletrace.recording import Recording
-from jouletrace.traces import nsys as nsys_mod
+from jouletrace.kernels import traces
+from jouletrace.kernels.traces import nsys as nsys_mod
 
 DATA = Path(__file__).parent / "data" / "traces"
 NSYS = DATA / "nsys-2026.1-rtx3080-torch.sqlite"

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 import jouletrace
-from jouletrace import _safe_output, export
+from jouletrace import _safe_output
 from jouletrace._safe_output import OutputPathError
-from jouletrace.recording import Recording
+from jouletrace.energy.recording import Recording
+from jouletrace.kernels import export
 
 
 def _rec(n: int = 200) -> Recording:

@@ -19,15 +19,15 @@ import numpy as np
 import pytest
 
 import jouletrace
-from jouletrace import integrate
-from jouletrace.errors import InvalidArgumentError
-from jouletrace.integrate import (
+from jouletrace.energy import windows as integrate
+from jouletrace.energy.recording import Recording
+from jouletrace.energy.windows import (
     FLAG_BELOW_RESOLUTION,
     FLAG_EDGE_OUTSIDE_RECORDING,
     FLAG_EXTRAPOLATED,
     FLAG_NO_SAMPLES,
 )
-from jouletrace.recording import Recording
+from jouletrace.errors import InvalidArgumentError
 
 T0 = 10_000_000_000  # synthetic recordings start here (CLOCK_MONOTONIC ns)
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import jouletrace
-from jouletrace import io
+from jouletrace.energy import storage as io
+from jouletrace.energy.recording import Recording
 from jouletrace.errors import RecordingFormatError
-from jouletrace.recording import Recording
 
 
 @pytest.fixture

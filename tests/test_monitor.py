@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import jouletrace
+from jouletrace.energy.monitor import Monitor
 from jouletrace.errors import InvalidArgumentError, SourceUnavailableError
-from jouletrace.monitor import Monitor
-from jouletrace.sources import SourceInfo
+from jouletrace.sampling.sources import SourceInfo
 
-sources_module = sys.modules["jouletrace.sources"]
+sources_module = sys.modules["jouletrace.sampling.sources"]
 
 
 @pytest.fixture
@@ -205,7 +205,8 @@ def test_monitor_gpu_and_cpu_together(tmp_path, make_sim):
     import threading as _threading
 
     from jouletrace import _core
-    from jouletrace.rapl import INTEL_MSR, FakeRapl
+    from jouletrace.sampling.rapl import INTEL_MSR
+    from jouletrace.testing.rapl import FakeRapl
 
     unit = 2.0**-14  # J per tick with energy-unit bits 14
     package_w = 35.0
@@ -283,7 +284,7 @@ def test_window_ended_from_another_thread_is_closed_once(make_sim):
 
 def test_totals_leave_out_sub_domains():
     """package + dram count; core/uncore (inside package) and psys (the platform) do not."""
-    from jouletrace.measurement import Measurement
+    from jouletrace.energy.measurement import Measurement
 
     m = Measurement("w", 0, 1_000_000_000)
     energy = {"cpu0.package": 10.0, "cpu0.core": 6.0, "cpu0.uncore": 1.0, "cpu0.dram": 2.0,

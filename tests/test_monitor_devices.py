@@ -12,18 +12,19 @@ import numpy as np
 import pytest
 
 import jouletrace
-from jouletrace import _default, io
+from jouletrace import _default
+from jouletrace.energy import storage as io
+from jouletrace.energy.measurement import WindowEnergies
+from jouletrace.energy.monitor import Monitor
 from jouletrace.errors import (
     InvalidArgumentError,
     MeasurementUnavailableWarning,
     SourceUnavailableError,
 )
-from jouletrace.measurement import WindowEnergies
-from jouletrace.monitor import Monitor
 from jouletrace.sampling.devices import select_gpus
-from jouletrace.sources import SourceInfo
+from jouletrace.sampling.sources import SourceInfo
 
-sources_module = sys.modules["jouletrace.sources"]
+sources_module = sys.modules["jouletrace.sampling.sources"]
 
 DEVS = [(0, "GPU-aaaa-0", "A"), (1, "GPU-bbbb-1", "B"), (2, "GPU-cccc-2", "C"), (3, "GPU-cccd-3", "D")]
 
@@ -105,7 +106,7 @@ def nothing_usable(monkeypatch):  # type: ignore[no-untyped-def]
             SourceInfo("rapl", "", False, "no RAPL here", "")]
     monkeypatch.setattr(sources_module, "sources", lambda refresh=False: fake)
     monkeypatch.delenv("JOULETRACE_NVML_LIBRARY", raising=False)
-    monkeypatch.setattr(sys.modules["jouletrace.monitor"], "_warned_unavailable", False)
+    monkeypatch.setattr(sys.modules["jouletrace.energy.monitor"], "_warned_unavailable", False)
     _default.configure()
     yield
     _default.configure()

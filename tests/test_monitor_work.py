@@ -11,8 +11,8 @@ import pytest
 
 import jouletrace
 from jouletrace.analysis.compare import Run, compare
+from jouletrace.energy.monitor import Monitor
 from jouletrace.errors import InvalidArgumentError
-from jouletrace.monitor import Monitor
 
 
 def _steps(mon: Monitor, n: int, tokens: int, seconds: float) -> list:

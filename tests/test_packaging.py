@@ -115,7 +115,7 @@ def test_import_loads_no_optional_module():
 
 def test_a_missing_optional_module_names_its_extra(monkeypatch):
     from jouletrace import _optional
-    from jouletrace.sim import SimGPU
+    from jouletrace.sampling.sim import SimGPU
 
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml now raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'jouletrace\[nvml\]'"):

@@ -10,7 +10,7 @@ import pytest
 
 import jouletrace
 from jouletrace import _core
-from jouletrace.sim import SimGPU
+from jouletrace.sampling.sim import SimGPU
 from jouletrace.testing.loads import random_load, synthetic_recording
 
 T0 = 10**12

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jouletrace.cli import main
-from jouletrace.monitor import Monitor
+from jouletrace.energy.monitor import Monitor
 
 pytest.importorskip("prometheus_client", reason="prometheus_client is not installed (pip install 'jouletrace[prometheus]')")
 from jouletrace.integrations.prometheus import expose  # noqa: E402

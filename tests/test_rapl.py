@@ -25,9 +25,10 @@ import numpy as np
 import pytest
 
 import jouletrace
-from jouletrace import rapl
 from jouletrace.errors import InvalidArgumentError, SourceUnavailableError
-from jouletrace.rapl import AMD_MSR, INTEL_MSR, FakeRapl
+from jouletrace.sampling import rapl
+from jouletrace.sampling.rapl import AMD_MSR, INTEL_MSR
+from jouletrace.testing.rapl import FakeRapl
 
 PYTHON_DIR = Path(jouletrace.__file__).resolve().parent.parent
 
@@ -537,7 +538,7 @@ for cap in (1, 2, 3, 17, 21, 38):
     data[cap // 32].permitted &= ~(1 << (cap % 32))
 assert libc.capset(ctypes.byref(hdr), data) == 0, ctypes.get_errno()
 import jouletrace
-from jouletrace import rapl
+from jouletrace.sampling import rapl
 source, options = sys.argv[1], json.loads(sys.argv[2])
 out = {}
 try:
@@ -660,7 +661,7 @@ def test_powercap_range_of_2_64_minus_1_does_not_crash(fake_root):
     """max_energy_range_uj = 2**64 - 1 (a 64-bit counter): no modulus overflow, energy read as written."""
     f = FakeRapl(fake_root)
     f.add_zone("intel-rapl:0", "package-0", 5_000_000, 2**64 - 1)
-    info = jouletrace.rapl.probe("rapl-powercap", **f.options())
+    info = rapl.probe("rapl-powercap", **f.options())
     assert info.usable, info.reason
     s = jouletrace.Sampler("rapl-powercap", rate_hz=500, **f.options())
     with s:
@@ -676,7 +677,7 @@ def test_max_samples_out_of_range_is_a_clear_error(make_sim):
 
 def test_window_across_a_long_pause_of_a_rapl_sampler_is_flagged(fake_root, monkeypatch):
     """A 32-bit counter can wrap unseen while nothing reads it: such windows say so."""
-    from jouletrace.recording import Recording
+    from jouletrace.energy.recording import Recording
 
     monkeypatch.setattr(Recording, "PAUSE_WRAP_RISK_NS", 50_000_000)  # keep the test short
     f = FakeRapl(fake_root)

@@ -8,7 +8,7 @@ import pytest
 
 import jouletrace
 from jouletrace import _core
-from jouletrace.repeat import InsufficientDataError
+from jouletrace.energy.repeat import InsufficientDataError
 
 
 def _call(sim, d_ns):  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ import pytest
 
 from jouletrace import _core
 from jouletrace.errors import InvalidArgumentError
-from jouletrace.sim import SimGPU
+from jouletrace.sampling.sim import SimGPU
 
 CHILD = textwrap.dedent(
     """

@@ -13,12 +13,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from jouletrace.monitor import Monitor
+from jouletrace.energy.monitor import Monitor
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'jouletrace[torch]')")
 import jouletrace.torch as jt  # noqa: E402
+from jouletrace.testing.traces import write_kineto_json  # noqa: E402
 from jouletrace.testing.workloads import kernel_table  # noqa: E402
-from jouletrace.traces.synth import write_kineto_json  # noqa: E402
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from jouletrace.errors import TraceFormatError
-from jouletrace.traces import (
+from jouletrace.kernels.traces import (
     KernelTable,
     RangeTable,
     load,
@@ -30,8 +30,8 @@ from jouletrace.traces import (
     load_table,
     sniff,
 )
-from jouletrace.traces.kineto import us_to_ns
-from jouletrace.traces.synth import write_kineto_json, write_nsys_sqlite
+from jouletrace.kernels.traces.kineto import us_to_ns
+from jouletrace.testing.traces import write_kineto_json, write_nsys_sqlite
 
 # Real exports from public repositories (origins and licences in data/traces/README.md),
 # copied unmodified into the repository so that these tests run on any clean checkout.

@@ -19,9 +19,17 @@ __version__ = "0.1.0"
 import importlib as _importlib
 from typing import TYPE_CHECKING
 
+# `jouletrace.calibrate` and `jouletrace.sources` are the functions; the modules of those names are
+# kept for imports (they re-export `jouletrace.sampling.*`). Loading them first means a later
+# `import jouletrace.sources` finds them loaded and does not rebind the functions' names.
+from . import calibrate as _calibrate_module  # noqa: F401
+from . import sources as _sources_module  # noqa: F401
 from ._default import configure, default_monitor, window
-from ._sampler import SOURCE_NAMES, Sampler
-from .calibrate import calibrate
+from .energy.measurement import Measurement, WindowEnergies
+from .energy.monitor import Monitor
+from .energy.recording import Recording
+from .energy.repeat import measure
+from .energy.storage import load
 from .errors import (
     DeviceLostError,
     InvalidArgumentError,
@@ -31,13 +39,10 @@ from .errors import (
     SourceUnavailableError,
     TraceFormatError,
 )
-from .io import load
-from .markers import SyncMarkers
-from .measurement import Measurement, WindowEnergies
-from .monitor import Monitor
-from .recording import Recording
-from .repeat import measure
-from .sources import SourceInfo, sources
+from .kernels.markers import SyncMarkers
+from .sampling.calibrate import calibrate
+from .sampling.sampler import SOURCE_NAMES, Sampler
+from .sampling.sources import SourceInfo, sources
 
 if TYPE_CHECKING:
     from . import attribute, export, markers, sim

@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-from .measurement import Measurement
-from .monitor import Monitor
+from .energy.measurement import Measurement
+from .energy.monitor import Monitor
 
 __all__ = ["window", "default_monitor", "configure"]
 

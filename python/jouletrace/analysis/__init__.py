@@ -5,6 +5,8 @@
 * :mod:`.compare`: runs side by side, ratios to a baseline, the difference split into time and power.
 * :mod:`.projection`: energy per unit times a rate -> kWh per day and year, cost, CO2e (projections).
 * :mod:`.report_html`: a self-contained HTML report (inline SVG).
+
+May import the energy and kernels layers (and below); nothing below imports it.
 """
 
 from __future__ import annotations

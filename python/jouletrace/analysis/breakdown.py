@@ -58,11 +58,11 @@ from typing import Any
 
 import numpy as np
 
+from ..energy.measurement import counts_in_total
 from ..errors import InvalidArgumentError
 from ..kernels.alignment import Alignment, align, device_channels
 from ..kernels.attribution import attribute_launches, attribute_names
-from ..measurement import counts_in_total
-from ..traces import KernelTable
+from ..kernels.traces import KernelTable
 
 __all__ = ["CATEGORIES", "DEFAULT_PATTERNS", "IDLE", "OUTSIDE", "Breakdown", "categorize",
            "breakdown", "add_statistical", "group_kernels", "load_patterns"]

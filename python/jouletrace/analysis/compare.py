@@ -99,7 +99,7 @@ def _pick_unit(runs_work: Sequence[dict[str, float]], unit: str | None) -> str:
 
 def _timeline(rec: Any, t0: int, t1: int, points: int = 400) -> dict[str, list[float]]:
     """Power of the devices that count in the total, from t0, at most ``points`` points."""
-    from ..measurement import counts_in_total
+    from ..energy.measurement import counts_in_total
 
     out_t: np.ndarray | None = None
     total: np.ndarray | None = None

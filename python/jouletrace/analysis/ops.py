@@ -1,6 +1,6 @@
 """The CPU op and ``record_function`` scope of each kernel of a PyTorch-profiler trace.
 
-:func:`jouletrace.traces.load_kineto` keeps kernels and annotation ranges; the
+:func:`jouletrace.kernels.traces.load_kineto` keeps kernels and annotation ranges; the
 CPU side is read here, from the same file through the same guarded reader
 (input budget, exact decimal timestamps). Kineto links a kernel to the CPU op
 that launched it by the kernel's ``External id`` (``args["External id"]``,
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError
-from ..traces.kineto import _read_json, us_to_ns
+from ..kernels.traces.kineto import _read_json, us_to_ns
 
 __all__ = ["KinetoOps", "read_ops", "group_by_op", "NO_OP", "NO_SCOPE"]
 

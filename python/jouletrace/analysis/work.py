@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from ..energy.measurement import counts_in_total
+from ..energy.windows import flag_names
 from ..errors import InvalidArgumentError
-from ..integrate import flag_names
-from ..measurement import counts_in_total
 
 __all__ = ["WorkEnergy", "select_windows", "work_of", "work_table", "window_work_energies", "per_work"]
 

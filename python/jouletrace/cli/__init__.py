@@ -3,6 +3,9 @@
 Each subcommand lives in its own module with ``add_parser(subparsers)`` and
 ``run(args) -> int``. User mistakes print a message (and usage) and return a
 non-zero status; they never show a traceback unless ``-v`` is given.
+
+May import anything in the package (sampling, energy, kernels, analysis, testing); nothing
+imports it but ``jouletrace.__main__``.
 """
 
 from __future__ import annotations

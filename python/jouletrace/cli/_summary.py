@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from ..measurement import counts_in_total
-from ..recording import Recording
+from ..energy.measurement import counts_in_total
+from ..energy.recording import Recording
 
 SCHEMA = "jouletrace.summary/1"
 

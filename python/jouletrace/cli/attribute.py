@@ -45,11 +45,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import traces
 from .._safe_output import check_output
 from ..attribute import Attribution, attribute
+from ..energy.storage import load
 from ..errors import InvalidArgumentError
-from ..io import load
+from ..kernels import traces
 from ._summary import abnormal_end_note
 
 SCHEMA = "jouletrace.attribution/2"
@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_text(result, table, args.top))
     if args.perfetto:
-        from ..export import merge_kineto, write_perfetto
+        from ..kernels.export import merge_kineto, write_perfetto
 
         common = dict(kernels=kernels, alignment=result.alignment, launches=result.launches, names=result.names)
         if kernels.format == "kineto-json":

@@ -18,14 +18,14 @@ import os
 from functools import partial
 from typing import Any
 
-from .. import traces
 from .._safe_output import check_output, write_bytes, write_output
 from ..analysis import compare as cmp
 from ..analysis.breakdown import load_patterns
 from ..analysis.projection import grid_table, parse_rate
 from ..analysis.report_html import render
+from ..energy.storage import load
 from ..errors import InvalidArgumentError
-from ..io import load
+from ..kernels import traces
 
 
 def add_parser(sub: Any) -> None:

@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import traces
 from .._core import monotonic_ns
-from .._sampler import Sampler
 from ..attribute import attribute
-from ..io import load as jouletrace_load
-from ..sim import SimGPU
-from ..traces.synth import write_kineto_json
+from ..energy.storage import load as jouletrace_load
+from ..kernels import traces
+from ..sampling.sampler import Sampler
+from ..sampling.sim import SimGPU
+from ..testing.traces import write_kineto_json
 from . import attribute as attribute_cmd
 from ._summary import format_table, summarize
 
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {out / 'demo.png'} (power timeline, steps shaded)")
         except Exception as exc:  # noqa: BLE001  (matplotlib is optional)
             print(f"no plot: {exc}")
-        from ..export import merge_kineto
+        from ..kernels.export import merge_kineto
 
         merge_kineto(trace_path, out / "demo-perfetto.json.gz", rec, kernels=kernels, alignment=result.alignment,
                      launches=result.launches, names=result.names)

@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 from ..errors import JouletraceError
-from ..sensors import facts_for
-from ..sources import sources
+from ..sampling.sensors import facts_for
+from ..sampling.sources import sources
 
 
 def add_parser(sub: Any) -> None:
@@ -19,13 +19,13 @@ def add_parser(sub: Any) -> None:
                    help="calibrate each GPU's sensor (update period, averaging window, part-time counter) with a "
                         "CUDA load from torch or cupy; with SECONDS and no CUDA load, only sample it passively")
     p.add_argument("--save", action="store_true",
-                   help="keep the calibration for later recordings of that GPU (by UUID; see jouletrace.sensor_model)")
+                   help="keep the calibration for later recordings of that GPU (by UUID; see jouletrace.sampling.sensor_model)")
 
 
 def _gpus(measure_s: float) -> list[dict[str, Any]]:
     """Devices NVML reports, with their metadata, the published sensor facts and, optionally, a measurement."""
     from .. import _core
-    from .._sampler import Sampler
+    from ..sampling.sampler import Sampler
 
     try:
         native = _core.Sampler.nvml(rate_hz=1.0, max_records=1024)
@@ -67,7 +67,7 @@ def _gpus(measure_s: float) -> list[dict[str, Any]]:
 
 
 def _calibrate(gpus: list[dict[str, Any]], save: bool) -> None:
-    from ..calibrate import calibrate, cuda_load
+    from ..sampling.calibrate import calibrate, cuda_load
 
     for i, d in enumerate(gpus):
         try:

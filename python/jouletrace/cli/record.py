@@ -41,7 +41,10 @@ import numpy as np
 
 from .._input import read_regular
 from .._safe_output import check_output, fallback_path
-from .._sampler import Sampler
+from ..energy.measurement import counts_in_total
+from ..energy.monitor import Monitor
+from ..energy.recording import Recording
+from ..energy.storage import _window_ok, load
 from ..energy.stream import require_pyarrow
 from ..errors import (
     InvalidArgumentError,
@@ -49,11 +52,8 @@ from ..errors import (
     RecordingFormatError,
     SourceUnavailableError,
 )
-from ..io import _window_ok, load
-from ..measurement import counts_in_total
-from ..monitor import Monitor
-from ..recording import Recording
-from ..sources import sources
+from ..sampling.sampler import Sampler
+from ..sampling.sources import sources
 from ._summary import format_details, format_table, summarize
 
 _HARDWARE = ("nvml", "rapl")

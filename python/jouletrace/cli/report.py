@@ -9,8 +9,8 @@ import sys
 from typing import Any
 
 from .._safe_output import check_output, write_output
-from ..io import load
-from ..recording import Recording
+from ..energy.recording import Recording
+from ..energy.storage import load
 from ._summary import abnormal_end_note, format_csv, format_details, format_table, summarize
 
 

@@ -28,8 +28,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..energy.monitor import Monitor
     from ..integrations.prometheus import expose
-    from ..monitor import Monitor
 
     if not 0 <= args.port <= 65535:
         raise InvalidArgumentError(f"--port must be 0..65535, got {args.port}")

@@ -1,7 +1,7 @@
 """When each counter update happened, and how sure that is: the one update placement.
 
 Everything that turns a cumulative counter into energy over time consumes this
-placement: window energies (:mod:`jouletrace.integrate`), per-launch and
+placement: window energies (:mod:`jouletrace.energy.windows`), per-launch and
 per-name kernel energies (:mod:`jouletrace.attribute`), power timelines
 (:meth:`jouletrace.Recording.power`) and exported counter tracks. Nothing else
 re-derives it. ``Recording.updates(channel)`` gives it for a recording (cached).

@@ -11,6 +11,9 @@
 
 Optional dependencies (torch, prometheus_client, transformers, lightning) are
 imported only when used, with a message naming the extra to install.
+
+May import anything in the package; nothing below imports it (``jouletrace.torch`` and
+``jouletrace.distributed`` re-export it).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..measurement import Measurement
-from ..monitor import Monitor
+from ..energy.measurement import Measurement
+from ..energy.monitor import Monitor
 
 PREFIX = "energy/"
 

@@ -32,9 +32,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..energy.measurement import Measurement, counts_in_total
+from ..energy.monitor import Monitor
 from ..errors import InvalidArgumentError
-from ..measurement import Measurement, counts_in_total
-from ..monitor import Monitor
 from . import require
 
 __all__ = ["gather", "GatheredStep", "Gathered", "rank_payload", "merge_payloads"]

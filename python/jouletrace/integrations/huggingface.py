@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..monitor import Monitor
+from ..energy.monitor import Monitor
 from ._steps import StepEnergy
 
 __all__ = ["JouletraceCallback"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..monitor import Monitor
+from ..energy.monitor import Monitor
 from ._steps import StepEnergy
 
 __all__ = ["JouletraceLightningCallback"]

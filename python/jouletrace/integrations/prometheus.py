@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..monitor import Monitor
+from ..energy.monitor import Monitor
 from . import require
 
 __all__ = ["MonitorCollector", "expose", "Exporter"]

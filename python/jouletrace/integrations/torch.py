@@ -14,7 +14,7 @@ the window covers the GPU work queued inside it; ``sync=False`` skips that.
 ``torch.profiler.profile``: it writes the profiled steps' trace, attributes
 their CUDA kernels to energy (:func:`jouletrace.attribute.attribute`) and
 writes the Kineto trace with jouletrace's power and energy tracks merged in
-(:func:`jouletrace.export.merge_kineto`), openable in Perfetto.
+(:func:`jouletrace.kernels.export.merge_kineto`), openable in Perfetto.
 
 torch is imported when these are first used, not when jouletrace is.
 """
@@ -29,8 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ..measurement import Measurement
-from ..monitor import Monitor
+from ..energy.measurement import Measurement
+from ..energy.monitor import Monitor
 from . import require
 
 __all__ = ["window", "EnergyWindow", "ProfilerEnergy", "TraceEnergy", "cuda_sync"]
@@ -201,8 +201,8 @@ class ProfilerEnergy:
 
     def __call__(self, prof: Any) -> TraceEnergy:
         from .. import attribute as attribution
-        from .. import export, traces
         from .._default import default_monitor
+        from ..kernels import export, traces
 
         mon = self.monitor if self.monitor is not None else default_monitor()
         self.directory.mkdir(parents=True, exist_ok=True)

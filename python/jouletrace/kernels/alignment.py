@@ -10,7 +10,7 @@ clock offset (NTP slew) between pairs around the trace. It assumes the trace's
 epoch times are right, i.e. the profiler and jouletrace ran on one host with one
 wall clock and the profiler converted its GPU timestamps correctly.
 
-*Sync markers* check and correct that assumption. :class:`jouletrace.markers.SyncMarkers`
+*Sync markers* check and correct that assumption. :class:`jouletrace.kernels.markers.SyncMarkers`
 emits ranges with unique names (an NVTX range, a ``record_function``
 annotation) at CLOCK_MONOTONIC times it records, bracketed by clock reads.
 The trace holds them as ranges; matching them by name gives one offset per
@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from ..energy.recording import Recording
 from ..errors import InvalidArgumentError
-from ..recording import Recording
-from ..traces._util import normalize_pci, normalize_uuid
-from ..traces.table import KernelTable
+from .traces._util import normalize_pci, normalize_uuid
+from .traces.table import KernelTable
 
 __all__ = ["Alignment", "align", "device_channels"]
 
@@ -114,11 +114,11 @@ def align(
     markers: Any = None,
     clock_pairs: np.ndarray | None = None,
 ) -> Alignment:
-    """Line up a trace (a :class:`~jouletrace.traces.KernelTable`) with a recording.
+    """Line up a trace (a :class:`~jouletrace.kernels.traces.KernelTable`) with a recording.
 
     Epoch-clock traces go through the recording's clock pairs; monotonic-clock
     tables map as they are. With ``markers`` (a
-    :class:`jouletrace.markers.SyncMarkers` or its :class:`~jouletrace.markers.MarkerLog`),
+    :class:`jouletrace.kernels.markers.SyncMarkers` or its :class:`~jouletrace.kernels.markers.MarkerLog`),
     the trace's ranges named like the markers give a correction and an
     uncertainty measured from the trace itself (module docstring). Raises
     :class:`InvalidArgumentError` when the trace and the recording cannot share
@@ -176,7 +176,7 @@ def _check_overlap(al: Alignment, kernels: KernelTable, recording: Recording) ->
         raise InvalidArgumentError(
             f"the trace's kernels lie entirely {where} the recording ({gap / 1e9:.3f} s apart "
             "on CLOCK_MONOTONIC): was the trace taken during this recording, on this host? "
-            "Sync markers (jouletrace.markers) align traces from another clock."
+            "Sync markers (jouletrace.kernels.markers) align traces from another clock."
         )
 
 

@@ -1,8 +1,16 @@
-"""Sampling: which devices to read, as the framework numbers them.
+"""Sampling: reading the hardware counters — the first layer of the data flow (ARCHITECTURE.md).
 
-(``Sampler`` and the source probes still live at the top of the package,
-``jouletrace/_sampler.py`` and ``jouletrace/sources.py``; they move here with
-the packaging issue.)
+Owns :mod:`.sampler` (``Sampler``: the native sampler thread and its ring, seen from
+Python), :mod:`.sources` (which sources are usable here and why), :mod:`.rapl`
+(the RAPL sources), :mod:`.sim` (the simulated GPU's Python side), :mod:`.devices`
+(which devices to read, as the framework numbers them), :mod:`.sensors` and
+:mod:`.sensor_model` (what each counter is known to do) and :mod:`.calibrate`.
+
+May import: ``jouletrace._core``, :mod:`jouletrace.errors` and the package's private
+helpers (``_input``, ``_safe_output``, ``_optional``); nothing above it. (Two known
+exceptions: ``Sampler.recording()`` builds a
+:class:`jouletrace.energy.recording.Recording`, and ``Sampler(stream_to=...)`` starts
+:mod:`jouletrace.energy.stream`; see tests/test_layout.py.)
 """
 
 from __future__ import annotations

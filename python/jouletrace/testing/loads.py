@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..recording import Recording
-from ..sim import SimGPU
+from ..energy.recording import Recording
+from ..sampling.sim import SimGPU
 
 __all__ = ["random_load", "synthetic_recording"]
 

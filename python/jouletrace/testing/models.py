@@ -107,7 +107,7 @@ def synthetic_model_run(seconds: float, seed: int, *, time_scale: Mapping[str, f
     ``plan``, ``truth`` (per category), ``true_energy_j`` (the windows' exact energy),
     ``tokens``. The caller owns the simulated GPU when passing ``sim``; otherwise it is closed.
     """
-    from ..sim import SimGPU
+    from ..sampling.sim import SimGPU
 
     rng = np.random.default_rng(seed)
     t0 = 10_000_000_000

@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from .._core import monotonic_ns
-from .._sampler import Sampler
+from ..energy.recording import Recording
 from ..energy.updates import Updates
-from ..recording import Recording
-from ..sim import SimGPU
-from ..traces import KernelTable
+from ..kernels.traces import KernelTable
+from ..sampling.sampler import Sampler
+from ..sampling.sim import SimGPU
 from .workloads import name_watts, sharing_segments, tile
 
 __all__ = ["SENSORS", "ReplayDevice", "Replay", "replay", "score", "summarize", "oracle_updates", "without_timestamps"]

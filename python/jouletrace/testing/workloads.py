@@ -1,6 +1,6 @@
 """Synthetic kernel workloads and recordings for the attribution tests and benchmarks.
 
-Ground truth comes from :class:`jouletrace.sim.SimGPU`: the launches become
+Ground truth comes from :class:`jouletrace.sampling.sim.SimGPU`: the launches become
 power segments of the simulated GPU, whose counter model
 (``sensor_energy_j``) gives the readings a sampler would see, and whose
 ``true_energy`` gives the exact energy of any interval.
@@ -12,8 +12,8 @@ import zlib
 
 import numpy as np
 
-from jouletrace.recording import Recording
-from jouletrace.traces import KernelTable
+from jouletrace.energy.recording import Recording
+from jouletrace.kernels.traces import KernelTable
 
 #: A wall-clock offset for synthetic runs: epoch = monotonic + EPOCH_OFFSET.
 EPOCH_OFFSET = 1_700_000_000_000_000_000

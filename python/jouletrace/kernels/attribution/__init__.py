@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ...recording import Recording
-from ...traces.table import KernelTable
+from ...energy.recording import Recording
 from ..alignment import Alignment, align, device_channels
+from ..traces.table import KernelTable
 from .launches import attribute_launches
 from .names import attribute_names
 from .nnls import nnls

@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 
+from ...energy.recording import Recording
+from ...energy.windows import FLAG_BELOW_RESOLUTION
 from ...errors import InvalidArgumentError
-from ...integrate import FLAG_BELOW_RESOLUTION
-from ...recording import Recording
-from ...traces.table import KernelTable
 from ..alignment import Alignment, align, device_channels
+from ..traces.table import KernelTable
 from .sweep import _sweep
 from .tables import LaunchEnergies
 
@@ -44,7 +44,7 @@ def attribute_launches(
     ``power_limit_w`` times its share time, so the error of ``r * share`` is at
     most ``max(limit - r, r) * share``. The limit defaults to the recording's
     ``gpuN.power_limit_w`` (NVML); without one, ``bound_j`` is the window
-    bound of :mod:`jouletrace.integrate` alone, whose coverage was checked for
+    bound of :mod:`jouletrace.energy.windows` alone, whose coverage was checked for
     windows of 1 ms and more.
     """
     if alignment is None:

@@ -102,11 +102,11 @@ from typing import Any
 
 import numpy as np
 
+from ...energy.recording import Recording
 from ...energy.updates import Updates
 from ...errors import InvalidArgumentError
-from ...recording import Recording
-from ...traces.table import KernelTable
 from ..alignment import Alignment, align, device_channels
+from ..traces.table import KernelTable
 from .nnls import _nnls_gram
 from .sweep import _matrix_from_sweep, _Sweep, _sweep
 from .tables import NameEnergies
@@ -284,7 +284,7 @@ def attribute_names(
 ) -> NameEnergies:
     """Per kernel name, statistically: power and energy per launch with a confidence interval.
 
-    ``kernels`` is a :class:`~jouletrace.traces.KernelTable`; ``alignment``
+    ``kernels`` is a :class:`~jouletrace.kernels.traces.KernelTable`; ``alignment``
     defaults to :func:`align` (clock pairs). ``span_ns`` (CLOCK_MONOTONIC)
     limits the counter intervals used (default: first kernel start to last
     kernel end, per device). ``by`` = "name" or "short_name" (nsys).

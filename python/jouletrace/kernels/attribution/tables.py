@@ -143,7 +143,7 @@ class LaunchEnergies(_Table):
     ``name``, ``start_ns``/``end_ns`` (CLOCK_MONOTONIC), ``duration_s``,
     ``share_s``, ``energy_j`` (its share of the interpolated energy, idle
     included), ``bound_j`` (the counter bound of the launch's window),
-    ``flags`` (``jouletrace.integrate`` flag bits), ``below_resolution``
+    ``flags`` (``jouletrace.energy.windows`` flag bits), ``below_resolution``
     (shorter than ten sensor update periods: the number says little about
     this launch, see the per-name statistical estimate). ``kind`` = "direct".
     """

@@ -12,15 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _core, sensor_model
-from .errors import (
+from .. import _core
+from ..energy.recording import Recording
+from ..errors import (
     DeviceLostError,
     InvalidArgumentError,
     JouletraceError,
     PermissionDeniedError,
     SourceUnavailableError,
 )
-from .recording import Recording
+from . import sensor_model
 
 if TYPE_CHECKING:
     from .sim import SimGPU
@@ -41,7 +42,7 @@ _ERROR_CLASSES: dict[int, type[JouletraceError]] = {
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -103,7 +104,7 @@ class Sampler:
     ) -> None:
         self.source = source
         if stream_to is not None:
-            from .energy.stream import require_pyarrow
+            from ..energy.stream import require_pyarrow
 
             require_pyarrow()  # before anything starts
             if max_samples == 0:
@@ -157,7 +158,7 @@ class Sampler:
             if sim is None:
                 sim = SimGPU()
             if not isinstance(sim, SimGPU):
-                raise InvalidArgumentError(f"sim= must be a jouletrace.sim.SimGPU, got {type(sim).__name__}")
+                raise InvalidArgumentError(f"sim= must be a jouletrace.sampling.sim.SimGPU, got {type(sim).__name__}")
             self.sim = sim
             library = str(sim.library_path)
         else:
@@ -179,7 +180,7 @@ class Sampler:
             self._pauses.append([self._stopped_at_ns, time.monotonic_ns()])
             self._stopped_at_ns = None
         if self._stream_args is not None and self.stream is None:
-            from .energy.stream import Streamer
+            from ..energy.stream import Streamer
 
             self.stream = Streamer(self, metadata=self._metadata(), **self._stream_args)
             self.stream.windows_source = self._windows_stream
