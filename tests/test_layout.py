@@ -18,7 +18,7 @@ PACKAGE = Path(jouletrace.__file__).resolve().parent
 # The layers, bottom up. A module in a layer may import its own layer and those below it.
 # Everything not listed (the root package, cli, integrations, testing, the kept-for-imports
 # modules, `attribute`, `torch`, `distributed`, `_default`) is on top and may import anything.
-BASE = ("jouletrace._core", "jouletrace.errors", "jouletrace._input", "jouletrace._safe_output",
+BASE = ("jouletrace._core", "jouletrace.errors", "jouletrace._input", "jouletrace._safe_output", "jouletrace._json",
         "jouletrace._optional")
 LAYERS = ["sampling", "energy", "kernels", "analysis"]
 TOP = len(LAYERS) + 1

@@ -39,12 +39,10 @@ import argparse
 import csv
 import io as _io
 import json
-import math
 import sys
 from typing import Any
 
-import numpy as np
-
+from .._json import plain
 from .._safe_output import check_output
 from ..attribute import Attribution, attribute
 from ..energy.storage import load
@@ -217,13 +215,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _clean(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_clean(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, np.generic):
-        return _clean(x.item())
-    return x
+    """Strict JSON: every non-finite number is null (its meaning is in the schema above)."""
+    return plain(x, nonfinite=None)
 

@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from .._input import input_budget, open_regular, too_large
+from .._json import plain as _jsonable
 from .._safe_output import write_output
 from ..errors import RecordingFormatError
 from . import stream
@@ -70,24 +71,6 @@ _COLUMNS = {
     "seq": np.uint64,
     "status": np.int32,
 }
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.bool_):
-        return bool(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.floating):
-        return float(x)
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    return str(x)
 
 
 def _summary(rec: Recording) -> dict[str, Any]:

@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from .._json import plain as _jsonable
 from .._safe_output import write_output
 from ..errors import InvalidArgumentError, JouletraceError
 from .compact import keep_mask
@@ -95,20 +96,6 @@ def is_stream(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is a folder that looks like a streamed recording."""
     p = os.fspath(path)
     return os.path.isdir(p) and os.path.exists(os.path.join(p, "metadata.json"))
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    return str(x)
 
 
 def _write_json(path: str, obj: Any) -> None:

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from .._json import plain
 from .._safe_output import write_bytes
 from ..energy.windows import flag_names
 from ..errors import TraceFormatError
@@ -80,15 +81,8 @@ def _dumps(doc: Any) -> str:
 
 
 def _clean(x: Any) -> Any:
-    """A JSON-safe plain value (NaN/inf -> None, numpy -> Python)."""
-    if isinstance(x, (np.floating, float)):
-        v = float(x)
-        return v if np.isfinite(v) else None
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
+    """A JSON-safe plain value: NaN/inf -> None, numpy -> Python (:func:`jouletrace._json.plain`)."""
+    return plain(x, nonfinite=None)
 
 
 def _read_json_exact(path: str) -> Any:
