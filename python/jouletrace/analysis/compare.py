@@ -45,6 +45,7 @@ import io
 import math
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -291,15 +292,18 @@ def compare(runs: Sequence[Run], *, baseline: int = 0, window: str | None = None
         raise InvalidArgumentError(f"basis must be auto, statistical or direct; got {basis!r}")
     if names not in ("direct", "statistical"):
         raise InvalidArgumentError(f"names must be direct or statistical; got {names!r}")
-    summaries = [summarize_run(r, window=window, patterns=patterns, confidence=confidence,
-                               bootstrap=bootstrap, top=top, statistical=basis == "statistical", names=names)
-                 for r in runs]
-    traced_runs = [s for s in summaries if s["breakdown"] is not None]
-    # One regression per traced run, and only where it buys something: "auto" skips it when
-    # every run's direct category energies are sound (Breakdown.direct_sound).
-    if basis == "auto" and traced_runs and not all(s["breakdown"]["direct_sound"] for s in traced_runs):
-        for s in traced_runs:
-            add_run_statistics(s)
+    # The runs are independent (each its own recording and trace): summarised side by side, on
+    # threads (the work is numpy's, which lets go of the GIL in its long loops).
+    workers = max(1, min(len(runs), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        summaries = list(pool.map(lambda r: summarize_run(
+            r, window=window, patterns=patterns, confidence=confidence, bootstrap=bootstrap, top=top,
+            statistical=basis == "statistical", names=names), runs))
+        traced_runs = [s for s in summaries if s["breakdown"] is not None]
+        # One regression per traced run, and only where it buys something: "auto" skips it when
+        # every run's direct category energies are sound (Breakdown.direct_sound).
+        if basis == "auto" and traced_runs and not all(s["breakdown"]["direct_sound"] for s in traced_runs):
+            list(pool.map(add_run_statistics, traced_runs))
     labels = [s["label"] for s in summaries]
     if len(set(labels)) != len(labels):
         for i, s in enumerate(summaries):
