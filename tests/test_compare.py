@@ -1,7 +1,8 @@
 """Work units, breakdowns and `compare` against simulated models of known energy.
 
-Recordings here are synthetic (jouletrace.testing.models.synthetic_model_run: perfect
-sample timing, the simulated GPU's counter model); the demo test covers real time.
+The three-model claims run twice: on synthesised recordings (jouletrace.testing.models.
+synthetic_model_run: perfect sample timing, the simulated GPU's counter model) and in real time
+(realtime_model_runs: each model's simulated GPU read by its own Sampler thread while it plays).
 """
 
 from __future__ import annotations
@@ -22,19 +23,23 @@ from jouletrace.analysis.compare import JSON_SCHEMA, Run, compare
 from jouletrace.analysis.projection import intensity_for, parse_rate, project
 from jouletrace.errors import InvalidArgumentError
 from jouletrace.kernels import traces
-from jouletrace.testing.models import synthetic_model_run
+from jouletrace.testing.models import realtime_model_runs, synthetic_model_run
 from jouletrace.testing.traces import write_kineto_json
 from jouletrace.testing.workloads import synthetic_recording
 
 DATA = Path(__file__).parent / "data" / "traces"
 
 
-@pytest.fixture(scope="module")
-def models():
-    a = synthetic_model_run(20, 1)
-    b = synthetic_model_run(20, 2, time_scale={"gemm": 1.5})  # slower GEMMs at equal power
-    c = synthetic_model_run(20, 3, power_scale={"gemm": 1.4})  # hotter GEMMs at equal time
-    return a, b, c
+@pytest.fixture(scope="module", params=["synthetic", "real time"])
+def models(request):
+    """Three models: a baseline, slower GEMMs at equal power, hotter GEMMs at equal time. Recorded
+    synthetically (perfect timing: the maths) and in real time (three simulated GPUs, each read by
+    its own Sampler thread at 1 kHz while the schedules play: what a user gets)."""
+    specs = [{"seed": 1}, {"seed": 2, "time_scale": {"gemm": 1.5}}, {"seed": 3, "power_scale": {"gemm": 1.4}}]
+    if request.param == "real time":
+        return tuple(realtime_model_runs(20, specs))
+    return tuple(synthetic_model_run(20, s["seed"], time_scale=s.get("time_scale"), power_scale=s.get("power_scale"))
+                 for s in specs)
 
 
 def test_categorize_default_table_and_override():

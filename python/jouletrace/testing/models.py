@@ -16,12 +16,14 @@ simulated counter); figures measured on it say so.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from .. import _core
 from ..analysis.breakdown import IDLE, categorize
+from ..kernels.traces import KernelTable
 from .workloads import EPOCH_OFFSET, kernel_table, synthetic_recording
 
 __all__ = ["MODEL_KERNELS", "model_schedule", "category_truth", "synthetic_model_run", "IDLE_W"]
@@ -132,3 +134,58 @@ def synthetic_model_run(seconds: float, seed: int, *, time_scale: Mapping[str, f
     kernels = kernel_table(plan["start"], plan["end"], plan["name_id"], plan["names"], epoch_offset=EPOCH_OFFSET)
     return {"rec": rec, "kernels": kernels, "plan": plan, "truth": category_truth(plan),
             "true_energy_j": true_e, "tokens": tokens_per_step * len(plan["windows"])}
+
+
+def realtime_model_runs(seconds: float, specs: Sequence[Mapping[str, Any]], *, update_period_s: float = 0.02,
+                        tokens_per_step: int = 512, rate_hz: float = 1000.0) -> list[dict[str, Any]]:
+    """The same as :func:`synthetic_model_run` for several models at once, in real time.
+
+    Each spec (``{"seed": int, "time_scale": {...}, "power_scale": {...}}``) is a model played
+    by its own simulated GPU while its own real :class:`jouletrace.Sampler` thread records it
+    (all at once, from ~1.5 s from now); the kernels come back on the wall clock through the
+    recording's clock pairs, as a profiler's trace would. Nothing is synthesised.
+    """
+    import time
+
+    from ..sampling.sampler import Sampler
+    from ..sampling.sim import SimGPU
+
+    t0 = int(_core.monotonic_ns()) + 1_500_000_000
+    sims, plans, samplers = [], [], []
+    try:
+        for spec in specs:
+            rng = np.random.default_rng(int(spec["seed"]))
+            plan = model_schedule(t0, seconds, rng, time_scale=spec.get("time_scale"),
+                                  power_scale=spec.get("power_scale"), tokens_per_step=tokens_per_step)
+            sim = SimGPU(update_period_s=update_period_s, avg_window_s=update_period_s / 2, idle_w=IDLE_W,
+                         phase_ns=int(rng.integers(0, int(update_period_s * 1e9))))
+            sim.add_segments(plan["start"], plan["end"], plan["watts"])
+            sims.append(sim)
+            plans.append(plan)
+        samplers = [Sampler("sim", sim=sim, rate_hz=rate_hz) for sim in sims]
+        for s in samplers:
+            s.start()
+        t_end = max(int(p["windows"][-1]["t1_ns"]) for p in plans)
+        while _core.monotonic_ns() < t_end + 4 * int(update_period_s * 1e9) + 100_000_000:
+            time.sleep(0.05)
+        for s in samplers:
+            s.stop()
+        out = []
+        for sim, plan, s in zip(sims, plans, samplers, strict=True):
+            rec = s.recording()
+            rec.metadata["windows"] = [dict(w) for w in plan["windows"]]
+            a = np.array([w["t0_ns"] for w in plan["windows"]])
+            b = np.array([w["t1_ns"] for w in plan["windows"]])
+            order = np.argsort(plan["start"], kind="stable")
+            kernels = KernelTable(rec.to_epoch_ns(plan["start"][order]), rec.to_epoch_ns(plan["end"][order]),
+                                  np.zeros(order.size, np.int32), np.asarray(plan["name_id"])[order],
+                                  list(plan["names"]), correlation=np.arange(order.size, dtype=np.int64) + 1)
+            out.append({"rec": rec, "kernels": kernels, "plan": plan, "truth": category_truth(plan),
+                        "true_energy_j": float(np.sum(sim.true_energy(a, b))),
+                        "tokens": tokens_per_step * len(plan["windows"])})
+        return out
+    finally:
+        for s in samplers:
+            s.stop()
+        for sim in sims:
+            sim.close()
