@@ -37,7 +37,7 @@ def models(request):
     its own Sampler thread at 1 kHz while the schedules play: what a user gets)."""
     specs = [{"seed": 1}, {"seed": 2, "time_scale": {"gemm": 1.5}}, {"seed": 3, "power_scale": {"gemm": 1.4}}]
     if request.param == "real time":
-        return tuple(realtime_model_runs(20, specs))
+        return tuple(realtime_model_runs(15, specs))
     return tuple(synthetic_model_run(20, s["seed"], time_scale=s.get("time_scale"), power_scale=s.get("power_scale"))
                  for s in specs)
 
