@@ -20,22 +20,14 @@ import numpy as np
 import jouletrace
 from jouletrace import _core
 from jouletrace.sampling.sim import SimGPU
-
-
-def _call(sim: SimGPU, d_ns: int):  # type: ignore[no-untyped-def]
-    def fn() -> None:
-        t = _core.monotonic_ns()
-        sim.live_segment(t, t + d_ns, 200.0)
-        while _core.monotonic_ns() < t + d_ns:
-            pass
-    return fn
+from jouletrace.testing.loads import live_call
 
 
 def naive(counter: str, d_ns: int, n: int = 20) -> dict[str, float]:
     """One call per window, ``n`` windows at random phases: error and bound relative to the truth."""
     rng = np.random.default_rng(1)
     with SimGPU(update_period_s=0.1, avg_window_s=0.025, idle_w=60.0, counter=counter) as sim:
-        fn = _call(sim, d_ns)
+        fn = live_call(sim, d_ns)
         spans = []
         with jouletrace.Sampler("sim", sim=sim, rate_hz=1000) as s:
             time.sleep(0.3)
@@ -57,7 +49,7 @@ def naive(counter: str, d_ns: int, n: int = 20) -> dict[str, float]:
 
 def repeated(counter: str, d_ns: int) -> dict[str, float]:
     with SimGPU(update_period_s=0.1, avg_window_s=0.025, idle_w=60.0, counter=counter) as sim:
-        r = jouletrace.measure(_call(sim, d_ns), sim=sim, keep_spans=True, seed=7, max_rel_ci=1.0)
+        r = jouletrace.measure(live_call(sim, d_ns), sim=sim, keep_spans=True, seed=7, max_rel_ci=1.0)
         spans = r.call_spans_ns
         truth = float(np.mean(sim.true_energy(spans[:, 0], spans[:, 1])))
         t_call = (spans[:, 1] - spans[:, 0]) * 1e-9

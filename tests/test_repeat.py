@@ -7,23 +7,14 @@ import numpy as np
 import pytest
 
 import jouletrace
-from jouletrace import _core
 from jouletrace.energy.repeat import InsufficientDataError
-
-
-def _call(sim, d_ns):  # type: ignore[no-untyped-def]
-    def fn() -> None:
-        t = _core.monotonic_ns()
-        sim.live_segment(t, t + d_ns, 200.0)
-        while _core.monotonic_ns() < t + d_ns:
-            pass
-    return fn
+from jouletrace.testing.loads import live_call
 
 
 @pytest.mark.parametrize(("counter", "d_ns"), [("full", 50_000), ("part_time", 5_000_000)])
 def test_measure_per_call_energy_within_2_percent(make_sim, counter, d_ns):
     sim = make_sim(update_period_s=0.1, avg_window_s=0.025, counter=counter, idle_w=60.0)
-    r = jouletrace.measure(_call(sim, d_ns), sim=sim, keep_spans=True, seed=7, max_rel_ci=0.1)
+    r = jouletrace.measure(live_call(sim, d_ns), sim=sim, keep_spans=True, seed=7, max_rel_ci=0.1)
     spans = r.call_spans_ns
     truth = float(np.mean(sim.true_energy(spans[:, 0], spans[:, 1])))
     assert r.kind == "statistical" and r.sensor_model["counter"] == counter
@@ -36,5 +27,5 @@ def test_measure_per_call_energy_within_2_percent(make_sim, counter, d_ns):
 def test_measure_refuses_an_unsupported_number(make_sim):
     sim = make_sim(update_period_s=0.1, counter="part_time", idle_w=60.0)
     with pytest.raises(InsufficientDataError, match="wider than"):
-        jouletrace.measure(_call(sim, 2_000_000), sim=sim, trials=3, periods_per_trial=1, warmup_s=0.0,
+        jouletrace.measure(live_call(sim, 2_000_000), sim=sim, trials=3, periods_per_trial=1, warmup_s=0.0,
                            max_rel_ci=1e-4, seed=1)

@@ -558,7 +558,15 @@ class Monitor:
         """Whether every counter has updated ``wait_updates`` times past ``t1_ns`` (or none runs)."""
         if self.wait_updates <= 0 or not self.running:
             return True
-        seen_any = False
+        return not self._missing_updates(t1_ns)[0]
+
+    def _missing_updates(self, t1_ns: int) -> tuple[bool, float]:
+        """(Whether a running counter still lacks ``wait_updates`` updates past ``t1_ns``, the
+        longest sensor period seen, in s). A counter never seen to update (an idle RAPL
+        sub-domain, say) is waited on only when no other is: waiting for it would cost the
+        whole deadline on every window for nothing."""
+        missing = False
+        longest = 0.0
         unseen: list[tuple[Recording, str]] = []
         for si, s in enumerate(self._samplers):
             if not s.running:
@@ -567,15 +575,17 @@ class Monitor:
             for ch in rec.channels:
                 if not rec.is_cumulative(ch):
                     continue
-                if self._period_seen(si, ch, rec) is None:
-                    unseen.append((rec, ch))  # as in _wait_for_updates: only waited on if nothing else is
+                period = self._period_seen(si, ch, rec)
+                if period is None:
+                    unseen.append((rec, ch))
                     continue
-                seen_any = True
+                longest = max(longest, period)
                 if _updates_after(rec, ch, t1_ns) < self.wait_updates:
-                    return False
-        if not seen_any and unseen:
-            return all(_updates_after(rec, ch, t1_ns) >= self.wait_updates for rec, ch in unseen)
-        return True
+                    missing = True
+        if longest == 0.0 and unseen:  # nothing seen to update yet: wait on all, assumed period
+            longest = _DEFAULT_PERIOD_S
+            missing = any(_updates_after(rec, ch, t1_ns) < self.wait_updates for rec, ch in unseen)
+        return missing, longest
 
     def _windows_metadata(self, sampler: Sampler) -> list[dict[str, Any]]:
         """The windows as stored in ``sampler``'s recordings (its own device keys)."""
@@ -715,28 +725,7 @@ class Monitor:
             return
         deadline: float | None = None
         while True:
-            missing = False
-            longest = 0.0
-            unseen: list[tuple[Recording, str]] = []
-            for si, s in enumerate(self._samplers):
-                if not s.running:
-                    continue
-                rec = s.recording()
-                for ch in rec.channels:
-                    if not rec.is_cumulative(ch):
-                        continue
-                    if self._period_seen(si, ch, rec) is None:
-                        # Never seen to update (an idle RAPL sub-domain, say): waiting for it
-                        # would cost the whole deadline on every window for nothing.
-                        unseen.append((rec, ch))
-                        continue
-                    period = self._period(si, ch, rec)
-                    longest = max(longest, period)
-                    if _updates_after(rec, ch, t1_ns) < self.wait_updates:
-                        missing = True
-            if longest == 0.0 and unseen:  # nothing seen to update yet: wait on all, assumed period
-                longest = _DEFAULT_PERIOD_S
-                missing = any(_updates_after(rec, ch, t1_ns) < self.wait_updates for rec, ch in unseen)
+            missing, longest = self._missing_updates(t1_ns)
             if not missing:
                 return
             now = time.monotonic()
@@ -747,11 +736,6 @@ class Monitor:
             if now >= deadline:
                 return
             time.sleep(min(max(longest / 20, 0.0005), 0.01))
-
-    def _period(self, si: int, ch: str, rec: Recording) -> float:
-        """The sensor period (s) of a channel: seen once enough updates exist, else assumed."""
-        seen = self._period_seen(si, ch, rec)
-        return _DEFAULT_PERIOD_S if seen is None else seen
 
     def _period_seen(self, si: int, ch: str, rec: Recording) -> float | None:
         """The sensor period (s) of a channel as seen so far, or None."""

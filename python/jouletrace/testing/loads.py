@@ -7,12 +7,15 @@ measured on one say "synthetic"; real-time checks go through :class:`jouletrace.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from .. import _core
 from ..energy.recording import Recording
 from ..sampling.sim import SimGPU
 
-__all__ = ["random_load", "synthetic_recording"]
+__all__ = ["random_load", "synthetic_recording", "live_call"]
 
 
 def random_load(sim: SimGPU, t0_ns: int, t1_ns: int, rng: np.random.Generator, *, gpu: int = 0,
@@ -46,3 +49,14 @@ def synthetic_recording(sim: SimGPU, t0_ns: int, t1_ns: int, rng: np.random.Gene
         status=np.zeros(n, dtype=np.uint8), values={f"{key}.energy_j": sim.sensor_energy_j(t, gpu=gpu)},
         cumulative={f"{key}.energy_j": True}, metadata=meta,
     )
+
+
+def live_call(sim: SimGPU, d_ns: int, watts: float = 200.0, gpu: int = 0) -> Callable[[], None]:
+    """A callable that, each time it runs, adds ``watts`` for ``d_ns`` to ``sim``'s live schedule
+    from now and busy-waits that long: a short GPU call whose true energy the simulation knows."""
+    def fn() -> None:
+        t = _core.monotonic_ns()
+        sim.live_segment(t, t + d_ns, watts, gpu=gpu)
+        while _core.monotonic_ns() < t + d_ns:
+            pass
+    return fn
