@@ -188,9 +188,11 @@ def infer_update_period(t_ns: np.ndarray, values: np.ndarray) -> float | None:
 
     Each change is placed in the middle of its bracket (last sample with the old
     value, first with the new). NaN samples are ignored. None with fewer than
-    three changes. When every sample shows a new value the sensor is faster than
-    the polling and the result is only the polling period (:func:`characterize`
-    says ``resolved: False`` then).
+    three changes. The median is over the first :data:`MEDIAN_CHANGES` changes (a
+    sensor's period does not change during a run; this bounds what a recording of
+    any length needs in memory). When every sample shows a new value the sensor is
+    faster than the polling and the result is only the polling period
+    (:func:`characterize` says ``resolved: False`` then).
     """
     t, v = _valid(t_ns, values)
     if v.size < 4:
@@ -198,8 +200,108 @@ def infer_update_period(t_ns: np.ndarray, values: np.ndarray) -> float | None:
     chg = np.flatnonzero(v[1:] != v[:-1]) + 1
     if chg.size < 3:
         return None
+    chg = chg[: MEDIAN_CHANGES + 1]
     mid = t[chg - 1] + (t[chg] - t[chg - 1]) // 2
     return float(np.median(np.diff(mid)))
+
+
+#: Medians that characterise a sensor (its period, its bracket widths) look at its first
+#: this many changes: enough to be exact for any run of a day at 100 ms, and bounded.
+MEDIAN_CHANGES = 1 << 20
+#: Grid blocks per segment: a periodic grid is fitted over a whole segment if it holds
+#: there, else per block. Segments are anchored at the recording's first sample, so a
+#: recording placed block by block (:mod:`jouletrace.energy.blocks`) gets the same grid.
+SEGMENT_BLOCKS = 1024
+#: Tolerance of a sensor timestamp (ns): its µs truncation and the clock conversion.
+_TS_TOL = 2000.0
+
+
+@dataclass
+class Plan:
+    """What the placement decides over the whole recording before placing any update.
+
+    Everything else is local: each update from the samples around it, a grid from the
+    updates of its segment. ``locate_updates`` makes the plan from whole arrays;
+    :mod:`jouletrace.energy.blocks` from a pass over a file, block by block.
+    """
+
+    period: float | None
+    ref: int
+    use_ts: bool
+    grid: bool
+    pinned_ts: float
+    first_value: float
+    changes: int
+
+
+@dataclass
+class TsStats:
+    """Counts that decide whether a channel's sensor timestamps are credible (summable over blocks)."""
+
+    good: int = 0
+    moved: int = 0
+    reads: float = 0.0
+    inside: int = 0
+
+    def add(self, other: TsStats) -> None:
+        self.good += other.good
+        self.moved += other.moved
+        self.reads += other.reads
+        self.inside += other.inside
+
+    def credible(self, changes: int) -> bool:
+        if self.good < 4 or changes == 0:
+            return False
+        if self.moved > 0.05 * self.reads:
+            return False
+        return self.inside / changes >= 0.95
+
+
+def ts_stats(v: np.ndarray, chg: np.ndarray, lo: np.ndarray, hi: np.ndarray, ts: np.ndarray,
+             seq: np.ndarray | None, skip_first: bool) -> TsStats:
+    """The timestamp counts of rows ``v`` (valid rows; ``chg``: rows where the value changed).
+
+    ``skip_first``: row 0 was counted with the previous block (it is carried over only to
+    pair with row 1).
+    """
+    good = np.isfinite(ts) & (ts > 0)
+    out = TsStats(good=int(good[1:].sum() if skip_first else good.sum()))
+    # Timestamps must move only with the value: a per-read stamp is not an update time.
+    same_v = np.ones(v.size, dtype=bool)
+    same_v[chg] = False
+    same_v[0] = False
+    both = same_v[1:] & good[1:] & good[:-1]
+    if both.any():
+        out.moved = int((np.abs(ts[1:][both] - ts[:-1][both]) > _TS_TOL).sum())
+        # Each pair stands for the reads between its samples (1 each without seq): a stamp that
+        # moves in more than 5 % of the reads where the value stayed is a per-read stamp.
+        if seq is None:
+            out.reads = float(both.sum())
+        else:
+            sq = np.asarray(seq, dtype=np.uint64)
+            out.reads = float(np.sum((sq[1:] - sq[:-1])[both].astype(np.float64)))
+    cand = ts[chg]
+    out.inside = int((np.isfinite(cand) & (cand >= lo - _TS_TOL) & (cand <= hi + _TS_TOL)).sum())
+    return out
+
+
+def brackets(t: np.ndarray, v: np.ndarray, tb: np.ndarray, ta: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(chg, lo, hi, mid, h)``: the rows where the value changed and each change's bracket."""
+    chg = np.flatnonzero(v[1:] != v[:-1]) + 1
+    lo = tb[chg - 1]
+    hi = ta[chg]
+    lo = np.minimum(lo, hi)
+    mid = lo + (hi - lo) // 2
+    h = (hi - lo).astype(np.float64) * 0.5
+    return chg, lo, hi, mid, h
+
+
+def grid_eligible(period: float | None, widths: np.ndarray, changes: int, timing: str, use_ts: bool) -> bool:
+    """Whether to fit a grid: polling clearly faster than the sensor (``widths``: the first
+    :data:`MEDIAN_CHANGES` bracket widths)."""
+    if use_ts or timing == "brackets" or not period or changes < _GRID_MIN_UPDATES:
+        return False
+    return bool(np.median(widths) < 0.5 * period)
 
 
 def locate_updates(
@@ -232,95 +334,126 @@ def locate_updates(
     t, v, tb, ta, ts, sq = _valid(t_ns, values, t_before_ns, t_after_ns, update_times_ns, seq)
     tb = t if tb is None else _as_i64(tb, "t_before_ns")
     ta = t if ta is None else _as_i64(ta, "t_after_ns")
-    empty_i = np.zeros(0, dtype=np.int64)
-    empty_f = np.zeros(0)
     if v.size < 2:
-        first = float(v[0]) if v.size else float("nan")
-        return Updates(empty_i, empty_f, empty_f, empty_f, empty_i, first, None, "none", 0.0, empty_f)
-    chg = np.flatnonzero(v[1:] != v[:-1]) + 1
+        return empty_updates(float(v[0]) if v.size else float("nan"))
+    chg, lo, hi, mid, h = brackets(t, v, tb, ta)
     if chg.size == 0:
-        return Updates(empty_i, empty_f, empty_f, empty_f, empty_i, float(v[0]), None, "none", 0.0, empty_f)
-    lo = tb[chg - 1]
-    hi = ta[chg]
-    lo = np.minimum(lo, hi)
-    mid = lo + (hi - lo) // 2
-    h = (hi - lo).astype(np.float64) * 0.5
-    hc = np.zeros(chg.size)
-    rate_rel = np.zeros(chg.size)
-    block = np.full(chg.size, -1, dtype=np.int64)
+        return empty_updates(float(v[0]))
     period = float(update_period_ns) if update_period_ns else None
     if period is None and chg.size >= 3:
-        period = float(np.median(np.diff(mid)))
-    method = "brackets"
-    pinned = 0.0
-
-    used_ts = False
+        period = float(np.median(np.diff(mid[: MEDIAN_CHANGES + 1])))
+    use_ts, pinned_ts = False, 0.0
+    cand = None
     if timing == "auto" and ts is not None:
-        used_ts, mid, h, pinned = _use_timestamps(v, chg, lo, hi, mid, h, np.asarray(ts, dtype=np.float64), sq)
-        if used_ts:
-            method = "timestamps"
-    phase = np.zeros(chg.size)
-    lever = np.zeros(chg.size)
-    if not used_ts and timing != "brackets" and period and chg.size >= _GRID_MIN_UPDATES:
-        # Only when polling is clearly faster than the sensor do the brackets pin a grid.
-        if np.median(hi - lo) < 0.5 * period:
-            ref = int(t[0]) if t_ref_ns is None else int(t_ref_ns)
-            res = _fit_grid(lo, hi, mid, period, ref)
-            if res is not None:
-                mid, h, hc, block, pinned, rate_rel, phase, lever = res
-                method = "periodic"
-    return Updates(mid, v[chg].astype(np.float64), h, hc, block, float(v[0]), period, method, pinned, rate_rel,
-                   lo.astype(np.int64), hi.astype(np.int64), phase, lever)
+        tsf = np.asarray(ts, dtype=np.float64)
+        stats = ts_stats(v, chg, lo, hi, tsf, sq, skip_first=False)
+        use_ts = stats.credible(chg.size)
+        pinned_ts = stats.inside / chg.size
+        cand = tsf[chg]
+    grid = grid_eligible(period, (hi - lo)[:MEDIAN_CHANGES], chg.size, timing, use_ts)
+    plan = Plan(period, int(t[0]) if t_ref_ns is None else int(t_ref_ns), use_ts, grid, pinned_ts,
+                float(v[0]), int(chg.size))
+    return finish(plan, [place(plan, lo, hi, mid, h, v[chg].astype(np.float64), cand)])
 
 
-def _use_timestamps(
-    v: np.ndarray, chg: np.ndarray, lo: np.ndarray, hi: np.ndarray, mid: np.ndarray, h: np.ndarray,
-    ts: np.ndarray, seq: np.ndarray | None = None,
-) -> tuple[bool, np.ndarray, np.ndarray, float]:
-    """Pin updates to the sensor's own timestamps when they are credible."""
-    good = np.isfinite(ts) & (ts > 0)
-    if good.sum() < 4:
-        return False, mid, h, 0.0
-    # Timestamps must move only with the value: a per-read stamp is not an update time.
-    same_v = np.ones(v.size, dtype=bool)
-    same_v[chg] = False
-    same_v[0] = False
-    both = same_v[1:] & good[1:] & good[:-1]
-    tol = 2000.0  # ns: µs truncation of the stamp and the clock conversion
-    if both.any():
-        moved = np.abs(ts[1:][both] - ts[:-1][both]) > tol
-        # Each pair stands for the reads between its samples (1 each without seq): a stamp that
-        # moves in more than 5 % of the reads where the value stayed is a per-read stamp.
-        if seq is None:
-            reads = float(both.sum())
-        else:
-            sq = np.asarray(seq, dtype=np.uint64)
-            reads = float(np.sum((sq[1:] - sq[:-1])[both].astype(np.float64)))
-        if moved.sum() > 0.05 * reads:
-            return False, mid, h, 0.0
-    cand = ts[chg]
-    inside = np.isfinite(cand) & (cand >= lo - tol) & (cand <= hi + tol)
-    if inside.mean() < 0.95:
-        return False, mid, h, 0.0
-    c = np.clip(np.where(inside, cand, mid), lo, hi)
-    mid = np.where(inside, np.rint(c).astype(np.int64), mid)
-    h = np.where(inside, tol, h)
-    return True, mid, h, float(inside.mean())
+def empty_updates(first: float) -> Updates:
+    empty_i = np.zeros(0, dtype=np.int64)
+    empty_f = np.zeros(0)
+    return Updates(empty_i, empty_f, empty_f, empty_f, empty_i, first, None, "none", 0.0, empty_f)
+
+
+#: The per-update arrays of a placement, in the order :func:`place` returns them.
+FIELDS = ("t_ns", "value", "h_ns", "hc_ns", "block", "rate_rel", "lo_ns", "hi_ns", "phase_ns", "tilt_ns")
+
+
+def place(plan: Plan, lo: np.ndarray, hi: np.ndarray, mid: np.ndarray, h: np.ndarray, value: np.ndarray,
+          cand: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Place the updates of whole grid segments (all of them, for a recording in memory).
+
+    Returns :data:`FIELDS` plus ``on`` (pinned to a grid). ``cand``: the sensor's
+    timestamps at each change (used when ``plan.use_ts``).
+    """
+    k = mid.size
+    hc = np.zeros(k)
+    rate_rel = np.zeros(k)
+    block = np.full(k, -1, dtype=np.int64)
+    phase = np.zeros(k)
+    lever = np.zeros(k)
+    on = np.zeros(k, dtype=bool)
+    if plan.use_ts and cand is not None:
+        inside = np.isfinite(cand) & (cand >= lo - _TS_TOL) & (cand <= hi + _TS_TOL)
+        c = np.clip(np.where(inside, cand, mid), lo, hi)
+        mid = np.where(inside, np.rint(c).astype(np.int64), mid)
+        h = np.where(inside, _TS_TOL, h)
+    elif plan.grid and plan.period and k:
+        res = _fit_grid(lo, hi, mid, plan.period, plan.ref)
+        if res is not None:
+            mid, h, hc, block, on, rate_rel, phase, lever = res
+    return {"t_ns": mid, "value": value, "h_ns": h, "hc_ns": hc, "block": block, "rate_rel": rate_rel,
+            "lo_ns": lo.astype(np.int64), "hi_ns": hi.astype(np.int64), "phase_ns": phase, "tilt_ns": lever,
+            "on": on}
+
+
+def finish(plan: Plan, parts: list[dict[str, np.ndarray]]) -> Updates:
+    """One :class:`Updates` from the placed parts of a plan."""
+    if not parts:
+        return empty_updates(plan.first_value)
+    cat = {f: np.concatenate([p[f] for p in parts]) if len(parts) > 1 else parts[0][f] for f in (*FIELDS, "on")}
+    on = cat.pop("on")
+    if plan.use_ts:
+        method, pinned = "timestamps", plan.pinned_ts
+    elif on.any():
+        method, pinned = "periodic", float(on.mean())
+    else:
+        method, pinned = "brackets", 0.0
+    return Updates(cat["t_ns"], cat["value"], cat["h_ns"], cat["hc_ns"], cat["block"], plan.first_value,
+                   plan.period, method, pinned, cat["rate_rel"], cat["lo_ns"], cat["hi_ns"], cat["phase_ns"],
+                   cat["tilt_ns"])
+
+
+def segment_of(mid: np.ndarray, period: float, ref: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(block, segment)`` of each update (by its bracket's middle): grid blocks of
+    :data:`_GRID_BLOCK_PERIODS` periods, :data:`SEGMENT_BLOCKS` of them a segment."""
+    blk = np.floor_divide(mid - ref, int(_GRID_BLOCK_PERIODS * period)).astype(np.int64) + 1
+    return blk, np.maximum((blk - 1) // SEGMENT_BLOCKS, 0)
 
 
 def _fit_grid(
     lo: np.ndarray, hi: np.ndarray, mid: np.ndarray, period: float, ref: int
 ) -> tuple[Any, ...] | None:
-    """Fit a periodic grid, over the whole recording if it holds there, else per block."""
+    """Fit a periodic grid over each segment where one holds for all its updates, else per block."""
     n_upd = mid.size
     # Integer update numbers: successive midpoints are a whole number of periods apart.
     steps = np.maximum(np.rint(np.diff(mid).astype(np.float64) / period).astype(np.int64), 1)
     n = np.concatenate([[0], np.cumsum(steps)])
-    res = _fit_grid_blocks(lo, hi, mid, n, period, np.zeros(n_upd, dtype=np.int64))
-    if res is not None and res[4] == 1.0:
-        return res
-    blk = np.floor_divide(mid - ref, int(_GRID_BLOCK_PERIODS * period)).astype(np.int64) + 1
-    return _fit_grid_blocks(lo, hi, mid, n, period, blk)
+    blk, seg = segment_of(mid, period, ref)
+    # A segment's own label (not a block number of any segment): the first segment keeps 0.
+    seg_label = np.where(seg == 0, 0, seg * SEGMENT_BLOCKS + 1)
+    whole = _fit_grid_blocks(lo, hi, mid, n, period, seg_label)
+    full = np.zeros(n_upd, dtype=bool)
+    if whole is not None:
+        starts = np.flatnonzero(np.concatenate([[True], seg[1:] != seg[:-1]]))
+        counts = np.diff(np.concatenate([starts, [n_upd]]))
+        all_on = np.logical_and.reduceat(whole[4], starts)
+        full = np.repeat(all_on, counts)
+        if full.all():
+            return whole
+    rest = ~full
+    part = _fit_grid_blocks(lo[rest], hi[rest], mid[rest], n[rest], period, blk[rest]) if rest.any() else None
+    if part is None and not full.any():
+        return None
+    out = []
+    for i, dflt in enumerate((mid, (hi - lo).astype(np.float64) * 0.5, 0.0, -1, False, 0.0, 0.0, 0.0)):
+        if whole is not None and full.any():
+            a = np.array(whole[i], copy=True)
+        else:
+            a = np.broadcast_to(np.asarray(dflt), (n_upd,)).copy() if np.ndim(dflt) == 0 else dflt.copy()
+        if part is not None:
+            a[rest] = part[i]
+        else:
+            a[rest] = dflt if np.ndim(dflt) == 0 else dflt[rest]
+        out.append(a)
+    return tuple(out)
 
 
 def _fit_grid_blocks(
@@ -410,6 +543,6 @@ def _fit_grid_blocks(
     # which moves each update by ``tilt * (x - span / 2)``: opposite at the two ends.
     phase = np.where(on, np.repeat(half, counts) + tilt_rep * 0.5 * span_rep, 0.0)
     lever = np.where(on, tilt_rep * (x - 0.5 * span_rep), 0.0)
-    return new_mid, new_h, new_hc, block, float(on.mean()), rate, phase, lever
+    return new_mid, new_h, new_hc, block, on, rate, phase, lever
 
 

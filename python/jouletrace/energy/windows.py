@@ -165,7 +165,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import InvalidArgumentError
-from .updates import Updates, _as_i64, _valid, infer_update_period, locate_updates
+from .updates import MEDIAN_CHANGES, Updates, _as_i64, _valid, infer_update_period, locate_updates
 
 __all__ = [
     "FLAG_BELOW_RESOLUTION",
@@ -305,19 +305,37 @@ def _knots(u: Updates) -> _Knots | None:
 def _make_knots(u: Updates) -> _Knots | None:
     if u.t_ns.size < 2 or u.period_ns is None:
         return None
-    p = int(round(u.period_ns))
-    t = np.concatenate([[u.t_ns[0] - p], u.t_ns, [u.t_ns[-1] + p]])
-    dt_last = (u.t_ns[-1] - u.t_ns[-2]) * 1e-9
-    r_last = (u.value[-1] - u.value[-2]) / dt_last if dt_last > 0 else 0.0
-    c = np.concatenate([[u.first_value], u.value, [u.value[-1] + r_last * p * 1e-9]])
-    h = np.concatenate([[u.h_ns[0]], u.h_ns, [u.h_ns[-1]]]) * 1e-9
-    hc = np.concatenate([[u.hc_ns[0]], u.hc_ns, [u.hc_ns[-1]]]) * 1e-9
-    block = np.concatenate([[u.block[0]], u.block, [u.block[-1]]])
-    rate_rel = np.concatenate([[u.rate_rel[0]], u.rate_rel, [u.rate_rel[-1]]])
+    return knots_span(u.t_ns, u.value, u.h_ns, u.hc_ns, u.block, u.rate_rel, first=True, last=True,
+                      first_value=u.first_value, period_ns=u.period_ns)
+
+
+def knots_span(t_ns: np.ndarray, value: np.ndarray, h_ns: np.ndarray, hc_ns: np.ndarray, block: np.ndarray,
+               rate_rel: np.ndarray, *, first: bool, last: bool, first_value: float, period_ns: float) -> _Knots:
+    """The knots of a run of consecutive updates: with the virtual knot before the first update
+    (``first``) and after the last (``last``) when the run holds the recording's ends. A run
+    that does not is exact only away from its ends (what :mod:`jouletrace.energy.blocks` uses)."""
+    p = int(round(period_ns))
+    t, c, h, hc, blk, rr = t_ns, value, h_ns, hc_ns, block, rate_rel
+    if first:
+        t = np.concatenate([[t_ns[0] - p], t])
+        c = np.concatenate([[first_value], c])
+        h, hc = np.concatenate([[h_ns[0]], h]), np.concatenate([[hc_ns[0]], hc])
+        blk, rr = np.concatenate([[block[0]], blk]), np.concatenate([[rate_rel[0]], rr])
+    if last:
+        dt_last = (t_ns[-1] - t_ns[-2]) * 1e-9
+        r_last = (value[-1] - value[-2]) / dt_last if dt_last > 0 else 0.0
+        t = np.concatenate([t, [t_ns[-1] + p]])
+        c = np.concatenate([c, [value[-1] + r_last * p * 1e-9]])
+        h, hc = np.concatenate([h, [h_ns[-1]]]), np.concatenate([hc, [hc_ns[-1]]])
+        blk, rr = np.concatenate([blk, [block[-1]]]), np.concatenate([rr, [rate_rel[-1]]])
+    h = h * 1e-9
+    hc = hc * 1e-9
     dt = np.diff(t).astype(np.float64) * 1e-9
     dt = np.where(dt > 0, dt, 1e-9)
     r = np.diff(c) / dt
-    located = r[1:-1] if r.size > 2 else r
+    lo_l = 1 if first else 0
+    hi_l = r.size - 1 if last else r.size
+    located = r[lo_l:hi_l] if (first and last and r.size > 2) or not (first and last) else r
     # s_k^2: half the mean square change of the interval means over the intervals around k.
     d2 = np.diff(r) ** 2 if r.size > 1 else np.zeros(1)
     cum = np.concatenate([[0.0], np.cumsum(d2)])
@@ -328,7 +346,8 @@ def _make_knots(u: Updates) -> _Knots | None:
     s2 = 0.5 * (cum[hi] - cum[lo]) / np.maximum(hi - lo, 1)
     tvar = dt**2 * s2
     tvar_cum = np.concatenate([[0.0], np.cumsum(tvar)])
-    return _Knots(t, c, h, hc, block, rate_rel, r, dt, float(np.nanmax(np.abs(located))), tvar, tvar_cum)
+    r_max = float(np.nanmax(np.abs(located))) if located.size else 0.0
+    return _Knots(t, c, h, hc, blk, rr, r, dt, r_max, tvar, tvar_cum)
 
 
 class _Edge(NamedTuple):
@@ -344,6 +363,9 @@ class _Edge(NamedTuple):
     T: np.ndarray  # interval length (s)
     dp: np.ndarray  # neighbouring change of mean power (W)
     rate_rel: np.ndarray  # relative uncertainty of the grid's rate
+    tv: np.ndarray  # the load's variability term of the interval (tvar[i])
+    cum0: np.ndarray  # its prefix sum before the interval (tvar_cum[i])
+    cum1: np.ndarray  # and after it (tvar_cum[i + 1])
 
 
 def _edge(k: _Knots, q: np.ndarray) -> _Edge:
@@ -380,7 +402,8 @@ def _edge(k: _Knots, q: np.ndarray) -> _Edge:
         far = np.where(last, d, (k.t[0] - q).astype(np.float64) * 1e-9)
         rr = np.maximum(np.abs(r), np.abs(np.where(last, rp, rn)))
         shape = np.where(extrap, np.maximum(shape, rr * np.maximum(far, 0.0)), shape)
-    return _Edge(value, r, h, hc, block, shape, extrap, i, fc, T, dp, np.maximum(k.rate_rel[i], k.rate_rel[i + 1]))
+    return _Edge(value, r, h, hc, block, shape, extrap, i, fc, T, dp, np.maximum(k.rate_rel[i], k.rate_rel[i + 1]),
+                 k.tvar[i], k.tvar_cum[i], k.tvar_cum[i + 1])
 
 
 def _range_bound(e: _Edge, p_hi: float) -> np.ndarray:
@@ -458,6 +481,18 @@ def counter_energy(
         edges = choose_edges(a, b, updates)[0]
     e0 = _edge(k, a)
     e1 = _edge(k, b)
+    p_hi = k.r_max if max_power_w is None else max(float(max_power_w), k.r_max)
+    energy, bound, fl = combine_edges(e0, e1, a, b, q=q, period=period, extent=extent, p_hi=p_hi, edges=edges,
+                                      counter=counter, seen_fraction=seen_fraction)
+    flags |= fl
+    return energy.reshape(shape), bound.reshape(shape), flags.reshape(shape)
+
+
+def combine_edges(e0: _Edge, e1: _Edge, a: np.ndarray, b: np.ndarray, *, q: float, period: float,
+                  extent: tuple[int, int], p_hi: float, edges: str, counter: str,
+                  seen_fraction: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Energy, bound and flags of windows ``[a, b]`` from their two edges (module docstring)."""
+    flags = np.zeros(a.size, dtype=np.uint8)
     energy = e1.value - e0.value
     same = (e0.block == e1.block) & (e0.block >= 0)
     L = (b - a).astype(np.float64) * 1e-9
@@ -481,7 +516,6 @@ def counter_energy(
     cap = _SHAPE_K * np.sqrt(L * T_max) * np.maximum(e0.dp, e1.dp)
     shape_b = np.where(short, np.minimum(shape_b, cap), shape_b)
     if edges == "aligned":
-        p_hi = k.r_max if max_power_w is None else max(float(max_power_w), k.r_max)
         s0 = _range_bound(e0, p_hi)
         s1 = _range_bound(e1, p_hi)
         # The two edges' worst cases can have the same sign (a busy window undercounts at
@@ -494,38 +528,44 @@ def counter_energy(
     # Independent sources of error: their bounds add in quadrature.
     bound = np.sqrt(q_b**2 + timing_b**2 + shape_b**2)
     if counter != "full":
-        bound = np.hypot(bound, _part_time_term(k, e0, e1, same_i, seen_fraction))
+        bound = np.hypot(bound, _part_time_term(e0, e1, same_i, seen_fraction))
     flags[(b - a) < RESOLUTION_PERIODS * period] |= FLAG_BELOW_RESOLUTION
     flags[(a < extent[0]) | (b > extent[1])] |= FLAG_EDGE_OUTSIDE_RECORDING
     flags[e0.extrapolated | e1.extrapolated] |= FLAG_EXTRAPOLATED
-    return energy.reshape(shape), bound.reshape(shape), flags.reshape(shape)
+    return energy, bound, flags
 
 
-def _part_time_term(k: _Knots, e0: _Edge, e1: _Edge, same_i: np.ndarray, seen: float | None) -> np.ndarray:
+def _part_time_term(e0: _Edge, e1: _Edge, same_i: np.ndarray, seen: float | None) -> np.ndarray:
     """What the unseen part of every period inside the window may hold (module docstring)."""
     unseen = 1.0 - (min(max(float(seen), 0.0), 1.0) if seen is not None else 0.0)
     # Fraction of each edge interval inside the window; whole intervals in between.
     phi0 = 1.0 - e0.f
     phi1 = e1.f
-    interior = k.tvar_cum[np.maximum(e1.i, e0.i + 1)] - k.tvar_cum[np.minimum(e0.i + 1, e1.i)]
-    interior = np.where(e1.i > e0.i + 1, interior, 0.0)
-    var = np.where(same_i, (e1.f - e0.f) ** 2 * k.tvar[e0.i], phi0**2 * k.tvar[e0.i] + phi1**2 * k.tvar[e1.i] + interior)
+    interior = np.where(e1.i > e0.i + 1, e1.cum0 - e0.cum1, 0.0)
+    var = np.where(same_i, (e1.f - e0.f) ** 2 * e0.tv, phi0**2 * e0.tv + phi1**2 * e1.tv + interior)
     return _PART_TIME_K * np.sqrt(np.maximum(var, 0.0) * unseen)
 
 
 def choose_edges(t0s: object, t1s: object, updates: Updates) -> tuple[str, str]:
     """``("aligned"|"independent", reason)`` for windows on this counter (module docstring, "Choosing")."""
     a, b, _ = _windows(t0s, t1s)
+    first = int(updates.t_ns[0]) if updates.t_ns.size else 0
+    return choose_edges_for(a, b, float(updates.period_ns or 0.0), first, int(updates.t_ns.size))
+
+
+def choose_edges_for(a: np.ndarray, b: np.ndarray, period: float, first_update_ns: int,
+                     n_updates: int) -> tuple[str, str]:
+    """:func:`choose_edges` from the facts of the placement it needs (its period, its first
+    update and how many there are)."""
     n = a.size
-    period = float(updates.period_ns or 0.0)
     if n < AUTO_MIN_WINDOWS:
         return "aligned", f"{n} window(s): too few to show how their edges relate to the sensor's updates"
-    if period <= 0 or updates.t_ns.size < 2:
+    if period <= 0 or n_updates < 2:
         return "aligned", "no update period located"
     if np.median(b - a) < 2 * period:
         return "aligned", "windows shorter than two update periods sit on the power steps they measure"
     order = np.argsort(a, kind="stable")
-    phase = ((a[order] - int(updates.t_ns[0])) % int(round(period))).astype(np.float64) / period
+    phase = ((a[order] - first_update_ns) % int(round(period))).astype(np.float64) / period
     z = np.exp(2j * np.pi * phase)
     resultant = float(np.abs(z.mean()))
     if resultant > 3.0 / np.sqrt(n) + 0.1:
@@ -660,10 +700,11 @@ def characterize(
     chg = np.flatnonzero(v[1:] != v[:-1]) + 1
     out["updates"] = int(chg.size)
     if chg.size >= 3:
-        mid = t[chg - 1] + (t[chg] - t[chg - 1]) // 2
+        first = chg[: MEDIAN_CHANGES + 1]  # the medians look at the first changes (updates.MEDIAN_CHANGES)
+        mid = t[first - 1] + (t[first] - t[first - 1]) // 2
         period = float(np.median(np.diff(mid)))
         out["update_period_ns"] = period
-        out["resolved"] = bool(np.median(t[chg] - t[chg - 1]) < 0.5 * period)
+        out["resolved"] = bool(np.median((t[first] - t[first - 1])[:MEDIAN_CHANGES]) < 0.5 * period)
     if cumulative:
         out["quantum_j"] = counter_quantum(v)
         u = locate_updates(t, v, update_period_ns=out["update_period_ns"])  # type: ignore[arg-type]
@@ -673,7 +714,17 @@ def characterize(
     return out
 
 
+#: Whether a power sensor averages is judged over the samples up to the counter's this-many-th.
+AVERAGED_SAMPLES = 1 << 21
+
+
 def _looks_averaged(t, v, chg, ct, cv) -> bool | None:  # type: ignore[no-untyped-def]
+    if ct.size > AVERAGED_SAMPLES:  # a bounded span: the sensor does not change during a run
+        cut = ct[AVERAGED_SAMPLES - 1]
+        ct, cv = ct[:AVERAGED_SAMPLES], cv[:AVERAGED_SAMPLES]
+        keep = int(np.searchsorted(t, cut, side="right"))
+        t, v = t[:keep], v[:keep]
+        chg = chg[chg < keep]
     u = locate_updates(ct, cv)
     if u.t_ns.size < 8 or chg.size < 8:
         return None
