@@ -187,8 +187,7 @@ def load(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> Recor
             raise _bad(path, f"{type(e).__name__}: {e}") from e
 
 
-def _load_stream(path: str, budget: int) -> Recording:
-    """A streamed recording (:mod:`jouletrace.energy.stream`), up to its last complete flush."""
+def _stream_parts(path: str, budget: int, samples: bool) -> stream.StreamParts:
     def too_big(what: str) -> Exception:
         try:
             too_large(path, f"{what} is", budget, RecordingFormatError)
@@ -197,12 +196,16 @@ def _load_stream(path: str, budget: int) -> Recording:
         return RecordingFormatError(path)  # pragma: no cover  (too_large always raises)
 
     try:
-        parts = stream.read_stream(path, budget, lambda p: open_regular(p, RecordingFormatError, "recording"),
-                                   lambda what: _bad(path, what), too_big)
+        return stream.read_stream(path, budget, lambda p: open_regular(p, RecordingFormatError, "recording"),
+                                  lambda what: _bad(path, what), too_big, samples=samples)
     except RecordingFormatError:
         raise
     except _ARCHIVE_ERRORS as e:
         raise _bad(path, f"{type(e).__name__}: {e}") from e
+
+
+def _stream_header(path: str, parts: stream.StreamParts, n: int) -> dict[str, Any]:
+    """The header (checked as an archive's) of a streamed recording of ``n`` rows."""
     head = parts.header
     version = head.get("schema_version")
     if not _is_int(version) or version > stream.SCHEMA_VERSION or version < 1:
@@ -216,8 +219,6 @@ def _load_stream(path: str, budget: int) -> Recording:
     if not ended and stats:  # the counters of the last flush
         for key in ("reads", "dropped_ring", "dropped_storage", "missed_deadlines"):
             md[key] = stats.get(key, md.get(key))
-    cols = parts.columns
-    n = int(cols["t_ns"].shape[0])
     md["stream"] = {
         "format": stream.FORMAT, "compacted": bool(head.get("compacted")),
         "ended": "normally" if ended else "abnormally",
@@ -234,7 +235,15 @@ def _load_stream(path: str, budget: int) -> Recording:
         "dropped": dropped, "missed_deadlines": md.get("missed_deadlines", 0), "metadata": md,
     }
     blob = json.dumps(_jsonable(header), allow_nan=True).encode("utf-8")
-    header = _header(path, np.frombuffer(blob, dtype=np.uint8))  # the same checks as an archive's
+    return _header(path, np.frombuffer(blob, dtype=np.uint8))  # the same checks as an archive's
+
+
+def _load_stream(path: str, budget: int) -> Recording:
+    """A streamed recording (:mod:`jouletrace.energy.stream`), up to its last complete flush."""
+    parts = _stream_parts(path, budget, samples=True)
+    cols = parts.columns
+    n = int(cols["t_ns"].shape[0])
+    header = _stream_header(path, parts, n)
     if n and np.any(np.diff(cols["t_ns"]) < 0):
         raise _bad(path, "its sample times (t_ns) go backwards")
     return Recording(
@@ -244,6 +253,38 @@ def _load_stream(path: str, budget: int) -> Recording:
         dropped=header["dropped"], missed_deadlines=header["missed_deadlines"] or 0,
         clock_pairs=parts.clock_pairs, metadata=header["metadata"],
     )
+
+
+def stream_rows(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(rows, channels)`` a streamed recording held at its last flush (from its stats), without
+    reading its samples."""
+    p = os.fspath(path)
+    parts = _stream_parts(p, input_budget(None), samples=False)
+    return int(parts.stats.get("rows") or 0), len(parts.header.get("channels") or [])
+
+
+def open_blocks(path: str | os.PathLike[str], block_rows: int, *, max_bytes: int | None = None) -> Any:
+    """A streamed recording as a :class:`jouletrace.energy.blocks.BlockRecording`: everything but
+    its samples read now (windows, clock pairs, metadata), the samples block by block when used."""
+    from .blocks import BlockRecording
+
+    p = os.fspath(path)
+    parts = _stream_parts(p, input_budget(max_bytes), samples=False)
+    header = _stream_header(p, parts, int(parts.stats.get("rows") or 0))
+    names = [c["name"] for c in header["channels"]]
+
+    def blocks() -> Any:
+        try:
+            yield from stream.iter_samples(p, names, lambda f: open_regular(f, RecordingFormatError, "recording"),
+                                           lambda what: _bad(p, what), block_rows)
+        except RecordingFormatError:
+            raise
+        except _ARCHIVE_ERRORS as e:
+            raise _bad(p, f"{type(e).__name__}: {e}") from e
+
+    return BlockRecording(blocks, channels=names, cumulative={c["name"]: c["cumulative"] for c in header["channels"]},
+                          clock_pairs=parts.clock_pairs, metadata=header["metadata"], dropped=header["dropped"],
+                          missed_deadlines=header["missed_deadlines"] or 0)
 
 
 class _Archive:

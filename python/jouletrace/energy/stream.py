@@ -57,7 +57,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -445,12 +445,12 @@ class StreamParts:
         self.truncated: list[str] = []
 
 
-def _read_batches(pa: Any, fh: Any, name: str, parts: StreamParts, budget: list[int], bad: Callable[[str], Exception],
-                  too_big: Callable[[str], Exception]) -> tuple[Any, list[Any]]:
-    """Every batch of every stream segment in ``fh``, up to a cut (then ``name`` is marked truncated)."""
+def _iter_batches(pa: Any, fh: Any, name: str, parts: StreamParts, bad: Callable[[str], Exception],
+                  schema_out: list[Any]) -> Iterator[Any]:
+    """Every batch of every stream segment in ``fh``, up to a cut (then ``name`` is marked truncated).
+    Read as they are consumed; the schema is put in ``schema_out[0]``."""
     size = os.fstat(fh.fileno()).st_size
     schema: Any = None
-    batches: list[Any] = []
     while fh.tell() < size:
         start = fh.tell()
         try:
@@ -463,6 +463,7 @@ def _read_batches(pa: Any, fh: Any, name: str, parts: StreamParts, budget: list[
         if schema is not None and not reader.schema.equals(schema):
             raise bad(f"{name} changes its columns between segments")
         schema = reader.schema
+        schema_out[:] = [schema]
         while True:
             try:
                 b = reader.read_next_batch()
@@ -470,23 +471,78 @@ def _read_batches(pa: Any, fh: Any, name: str, parts: StreamParts, budget: list[
                 break
             except (pa.ArrowInvalid, OSError, EOFError):
                 parts.truncated.append(name)  # the batch being written when the run was killed
-                return schema, batches
-            budget[0] -= b.nbytes
-            if budget[0] < 0:
-                raise too_big(name)
-            batches.append(b)
+                return
+            yield b
         if fh.tell() == start:  # pragma: no cover  (a reader that consumed nothing: never loop)
             break
-    return schema, batches
+
+
+def _journals(path: str) -> dict[str, list[tuple[int, str]]]:
+    journals: dict[str, list[tuple[int, str]]] = {}
+    for entry in os.listdir(path):
+        m = _JOURNAL_RE.match(entry)
+        if m:
+            journals.setdefault(m.group(1), []).append((int(m.group(2)), entry))
+    return journals
+
+
+def iter_table(pa: Any, path: str, name: str, journals: dict[str, list[tuple[int, str]]],
+               open_file: Callable[[str], Any], parts: StreamParts, bad: Callable[[str], Exception],
+               schema_out: list[Any]) -> Iterator[Any]:
+    """The batches of table ``name``: its main file's, then the rows of its journals past them
+    (a run killed between commits). Read as they are consumed."""
+    p = os.path.join(path, f"{name}.arrows")
+    if not os.path.exists(p):
+        parts.truncated.append(name)
+        return
+    have = 0
+    with open_file(p) as fh:
+        for b in _iter_batches(pa, fh, name, parts, bad, schema_out):
+            have += b.num_rows
+            yield b
+    for start, entry in sorted(journals.get(name, [])):
+        if start > have:  # a gap: the main file lost a committed batch (cut short)
+            parts.truncated.append(name)
+            break
+        jschema: list[Any] = [None]
+        with open_file(os.path.join(path, entry)) as fh:
+            jb = list(_iter_batches(pa, fh, name, parts, bad, jschema))
+        if jschema[0] is None:
+            continue
+        if schema_out[0] is not None and not jschema[0].equals(schema_out[0]):
+            raise bad(f"{entry} has other columns than {name}.arrows")
+        if schema_out[0] is None:
+            schema_out[:] = [jschema[0]]
+        skip = have - start
+        for b in jb:
+            if skip >= b.num_rows:
+                skip -= b.num_rows
+                continue
+            b = b.slice(skip)
+            skip = 0
+            have += b.num_rows
+            yield b
+
+
+def check_samples_schema(schema: Any, chans: list[dict[str, Any]], bad: Callable[[str], Exception]) -> None:
+    """The sample columns a streamed recording must have, with their types."""
+    if schema is None:
+        return
+    want = dict(_COLS) | {c["name"]: "double" for c in chans}
+    got = {f.name: str(f.type) for f in schema}
+    for col, t in want.items():
+        if got.get(col) != t:
+            raise bad(f"samples.arrows column {col!r} is {got.get(col, 'missing')}, expected {t}")
 
 
 def read_stream(path: str, budget: int, open_file: Callable[[str], Any], bad: Callable[[str], Exception],
-                too_big: Callable[[str], Exception]) -> StreamParts:
+                too_big: Callable[[str], Exception], *, samples: bool = True) -> StreamParts:
     """The files of a streamed recording, batches up to the last complete one (a crash's tail is cut).
 
     ``open_file`` opens a member (regular files only, the caller's rules); ``bad(what)``
     and ``too_big(what)`` make the caller's errors. Decompressed data may take at most
-    ``budget`` bytes.
+    ``budget`` bytes. ``samples=False`` leaves the samples out (:func:`iter_samples`
+    reads them block by block).
     """
     pa = require_pyarrow()
     parts = StreamParts()
@@ -514,49 +570,20 @@ def read_stream(path: str, budget: int, open_file: Callable[[str], Any], bad: Ca
         raise bad("metadata.json has a malformed channel list")
     want = dict(_COLS) | {c["name"]: "double" for c in chans}
 
-    journals: dict[str, list[tuple[int, str]]] = {}
-    for entry in os.listdir(path):
-        m = _JOURNAL_RE.match(entry)
-        if m:
-            journals.setdefault(m.group(1), []).append((int(m.group(2)), entry))
+    journals = _journals(path)
 
     def table(name: str) -> tuple[Any, list[Any]]:
-        """The main file's batches, then the rows of its journals past them (a run killed between commits)."""
-        p = os.path.join(path, f"{name}.arrows")
-        if not os.path.exists(p):
-            parts.truncated.append(name)
-            return None, []
-        with open_file(p) as fh:
-            schema, batches = _read_batches(pa, fh, name, parts, left, bad, too_big)
-        have = sum(b.num_rows for b in batches)
-        for start, entry in sorted(journals.get(name, [])):
-            if start > have:  # a gap: the main file lost a committed batch (cut short)
-                parts.truncated.append(name)
-                break
-            with open_file(os.path.join(path, entry)) as fh:
-                jschema, jb = _read_batches(pa, fh, name, parts, left, bad, too_big)
-            if jschema is None:
-                continue
-            if schema is not None and not jschema.equals(schema):
-                raise bad(f"{entry} has other columns than {name}.arrows")
-            schema = schema or jschema
-            skip = have - start
-            for b in jb:
-                if skip >= b.num_rows:
-                    skip -= b.num_rows
-                    continue
-                b = b.slice(skip)
-                skip = 0
-                batches.append(b)
-                have += b.num_rows
-        return schema, batches
+        schema: list[Any] = [None]
+        batches = []
+        for b in iter_table(pa, path, name, journals, open_file, parts, bad, schema):
+            left[0] -= b.nbytes
+            if left[0] < 0:
+                raise too_big(name)
+            batches.append(b)
+        return schema[0], batches
 
-    schema, batches = table("samples")
-    if schema is not None:
-        got = {f.name: str(f.type) for f in schema}
-        for col, t in want.items():
-            if got.get(col) != t:
-                raise bad(f"samples.arrows column {col!r} is {got.get(col, 'missing')}, expected {t}")
+    schema, batches = table("samples") if samples else (None, [])
+    check_samples_schema(schema, chans, bad)
     for col, t in want.items():
         arrs = [b.column(col).to_numpy(zero_copy_only=False) for b in batches]
         dt = np.float64 if t == "double" else np.dtype(t)
@@ -583,6 +610,44 @@ def read_stream(path: str, budget: int, open_file: Callable[[str], Any], bad: Ca
         last = batches[-1].slice(batches[-1].num_rows - 1).to_pydict()
         parts.stats = {k: int(v[0]) for k, v in last.items()}
     return parts
+
+
+def iter_samples(path: str, channels: Sequence[str], open_file: Callable[[str], Any], bad: Callable[[str], Exception],
+                 rows: int) -> Iterator[dict[str, np.ndarray]]:
+    """The sample columns of a streamed recording, about ``rows`` at a time, in order (the tail of
+    a killed run cut as :func:`read_stream` cuts it)."""
+    pa = require_pyarrow()
+    parts = StreamParts()
+    schema: list[Any] = [None]
+    names = [n for n, _ in _COLS] + list(channels)
+    pending: list[Any] = []
+    have = 0
+    last_t: int | None = None
+    chans = [{"name": c} for c in channels]
+
+    def block() -> dict[str, np.ndarray]:
+        nonlocal last_t
+        out = {}
+        for col in names:
+            arrs = [b.column(col).to_numpy(zero_copy_only=False) for b in pending]
+            out[col] = np.concatenate(arrs) if len(arrs) > 1 else arrs[0]
+        t = out["t_ns"]
+        if t.size and (np.any(np.diff(t) < 0) or (last_t is not None and t[0] < last_t)):
+            raise bad("its sample times (t_ns) go backwards")
+        if t.size:
+            last_t = int(t[-1])
+        return out
+
+    for b in iter_table(pa, path, "samples", _journals(path), open_file, parts, bad, schema):
+        if not pending:
+            check_samples_schema(schema[0], chans, bad)
+        pending.append(b)
+        have += b.num_rows
+        if have >= rows:
+            yield block()
+            pending, have = [], 0
+    if pending:
+        yield block()
 
 
 def to_parquet(rec: Any, out: str | os.PathLike[str]) -> str:
