@@ -107,13 +107,19 @@ def _timeline(rec: Any, t0: int, t1: int, points: int = 400) -> dict[str, list[f
     for key in rec.energy_sources():
         if not counts_in_total(key):
             continue
-        t, w = rec.power(key)
-        sel = (t >= t0) & (t <= t1)
-        t, w = t[sel], w[sel]
-        if t.size == 0:
-            continue
-        grid = np.linspace(t0, t1, min(points, max(t.size, 2)))
-        wi = np.interp(grid, t.astype(np.float64), w)
+        if hasattr(rec, "power_timeline"):  # a recording read block by block
+            res = rec.power_timeline(key, t0, t1, points)
+            if res is None:
+                continue
+            grid, wi = res
+        else:
+            t, w = rec.power(key)
+            sel = (t >= t0) & (t <= t1)
+            t, w = t[sel], w[sel]
+            if t.size == 0:
+                continue
+            grid = np.linspace(t0, t1, min(points, max(t.size, 2)))
+            wi = np.interp(grid, t.astype(np.float64), w)
         out_t, total = grid, wi if total is None else total + wi
     if out_t is None or total is None:
         return {"t_s": [], "power_w": []}

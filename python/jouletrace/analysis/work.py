@@ -115,10 +115,13 @@ def select_windows(recording: Any, pattern: str | None = None) -> list[dict[str,
         if not picked:
             picked = [w for w in wins if w.get("name") == "command"]
         if not picked:
-            t = np.asarray(recording.t_ns)
-            if t.size < 2:
+            if len(recording) < 2:
                 raise InvalidArgumentError("the recording has fewer than two samples: nothing to measure")
-            picked = [{"name": "recording", "t0_ns": int(t[0]), "t1_ns": int(t[-1])}]
+            if hasattr(recording, "t_first_ns"):  # read block by block
+                first, last = int(recording.t_first_ns), int(recording.t_last_ns)
+            else:
+                first, last = int(recording.t_ns[0]), int(recording.t_ns[-1])
+            picked = [{"name": "recording", "t0_ns": first, "t1_ns": last}]
     picked = sorted((dict(w) for w in picked), key=lambda w: int(w["t0_ns"]))
     for a, b in zip(picked, picked[1:], strict=False):
         if int(b["t0_ns"]) < int(a["t1_ns"]):

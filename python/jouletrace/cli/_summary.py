@@ -96,7 +96,24 @@ def _window(rec: Recording) -> tuple[str, int, int]:
             return "command", int(w["t0_ns"]), int(w["t1_ns"])
     if len(rec) == 0:
         return "recording", 0, 0
-    return "recording", int(rec.t_ns[0]), int(rec.t_ns[-1])
+    first, last = _extent(rec)
+    return "recording", first, last
+
+
+def _extent(rec: Any) -> tuple[int, int]:
+    """First and last sample time of a recording in memory or read block by block."""
+    if hasattr(rec, "t_first_ns"):
+        return int(rec.t_first_ns), int(rec.t_last_ns)
+    return int(rec.t_ns[0]), int(rec.t_ns[-1])
+
+
+def peak_power(rec: Any, key: str, t0: int, t1: int) -> float | None:
+    """The largest power of device ``key`` in ``[t0, t1]`` on its power timeline, or None."""
+    if hasattr(rec, "peak_power_w"):
+        return rec.peak_power_w(key, t0, t1)
+    t, w = rec.power(key)
+    sel = (t >= t0) & (t <= t1)
+    return float(np.max(w[sel])) if np.any(sel) else None
 
 
 def _finite(x: float) -> float | None:
@@ -104,7 +121,7 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(float(x)) else None
 
 
-def summarize(rec: Recording, file: str | None = None) -> dict[str, Any]:
+def summarize(rec: Recording | Any, file: str | None = None) -> dict[str, Any]:
     name, t0, t1 = _window(rec)
     dur = max(t1 - t0, 0) * 1e-9
     devices: list[dict[str, Any]] = []
@@ -113,12 +130,8 @@ def summarize(rec: Recording, file: str | None = None) -> dict[str, Any]:
     if len(rec) >= 2 and t1 > t0:
         m = rec.energy(t0, t1, name=name)
         for key, e in m.energy_j.items():
-            peak: float | None = None
             try:
-                t, w = rec.power(key)
-                sel = (t >= t0) & (t <= t1)
-                if np.any(sel):
-                    peak = float(np.max(w[sel]))
+                peak = peak_power(rec, key, t0, t1)
             except (KeyError, ValueError):
                 peak = None
             e = _finite(e)
@@ -157,13 +170,13 @@ def summarize(rec: Recording, file: str | None = None) -> dict[str, Any]:
     }
 
 
-def abnormal_end_note(rec: Recording, file: str) -> str | None:
+def abnormal_end_note(rec: Recording | Any, file: str) -> str | None:
     """A line saying that a streamed recording's run ended abnormally (killed), or None."""
     st = rec.metadata.get("stream") or {}
     if st.get("ended") != "abnormally":
         return None
     last = st.get("last_flush_t_ns")
-    upto = f" up to its last flush ({(int(last) - int(rec.t_ns[0])) * 1e-9:.1f} s into the run)" if (
+    upto = f" up to its last flush ({(int(last) - _extent(rec)[0]) * 1e-9:.1f} s into the run)" if (
         last is not None and len(rec)) else ""
     return (f"{file}: the run ended abnormally (killed, or the machine stopped): the recording holds what was "
             f"written{upto}")
@@ -228,13 +241,19 @@ def format_csv(summaries: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def format_details(rec: Recording) -> str:
+def format_details(rec: Recording | Any) -> str:
     """What ``-v`` adds: which call fed each channel, the sensors as measured, drops in detail."""
     md = rec.metadata
     lines = [f" Details of {md.get('source', '?')} ({len(rec)} samples):"]
     for k, v in sorted((md.get("device") or {}).items()):
         lines.append(f"   {k}: {v}")
-    for ch, info in sorted(rec.characterize().items()):
+    if not isinstance(rec, Recording):  # read block by block: what the placement knows
+        for ch in rec.channels:
+            p = rec.update_period_ns(ch)
+            per = f"{p / 1e6:.2f} ms" if p else "not seen"
+            how = f", placed by {rec.update_method(ch)}" if rec.is_cumulative(ch) else ""
+            lines.append(f"   sensor {ch}: updates every {per}{how}")
+    for ch, info in sorted(rec.characterize().items() if isinstance(rec, Recording) else ()):
         p = info.get("update_period_ns")
         per = f"{p / 1e6:.2f} ms" if p else "not seen"
         extra = "" if info.get("averaged") is None else f", averaged: {info['averaged']}"

@@ -23,6 +23,7 @@ from ..analysis import compare as cmp
 from ..analysis.breakdown import load_patterns
 from ..analysis.projection import grid_table, parse_rate
 from ..analysis.report_html import render
+from ..energy.blocks import open_recording
 from ..energy.storage import load
 from ..errors import InvalidArgumentError
 from ..kernels import traces
@@ -85,7 +86,9 @@ def _runs(args: argparse.Namespace) -> list[cmp.Run]:
             raise InvalidArgumentError(f"no recording {rpath!r} (a RUN is a .npz recording, optionally RUN.npz:TRACE)")
         if tpath is not None and not os.path.exists(tpath):
             raise InvalidArgumentError(f"no trace {tpath!r} for {rpath} (nsys .sqlite or PyTorch-profiler .json[.gz])")
-        rec = load(rpath)
+        # Without a trace, a streamed recording too large for memory is read block by block; a
+        # kernel trace needs the samples in memory (it covers a profiled span, not a month).
+        rec = load(rpath) if tpath else open_recording(rpath)
         kernels = traces.load(tpath) if tpath else None
         label = args.label[i] if args.label else os.path.basename(rpath).removesuffix(".npz")
         out.append(cmp.Run(rec, kernels, label=label, path=rpath, trace_path=tpath))

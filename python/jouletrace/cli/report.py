@@ -9,8 +9,8 @@ import sys
 from typing import Any
 
 from .._safe_output import check_output, write_output
+from ..energy.blocks import open_recording
 from ..energy.recording import Recording
-from ..energy.storage import load
 from ._summary import abnormal_end_note, format_csv, format_details, format_table, summarize
 
 
@@ -76,7 +76,8 @@ def plot(recordings: list[Recording], path: str, size: tuple[float, float] = (12
 def run(args: argparse.Namespace) -> int:
     if args.plot:
         check_output(args.plot)  # a path it would refuse is refused before any work
-    recs = [load(f) for f in args.files]
+    # A streamed recording too large for memory is read block by block (jouletrace.energy.blocks).
+    recs = [open_recording(f) for f in args.files]
     for r, f in zip(recs, args.files, strict=True):
         note = abnormal_end_note(r, f)
         if note:
@@ -100,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidArgumentError(f"--size takes WxH in inches, e.g. 12x5; got {args.size!r}") from None
         if not (0 < w <= 100 and 0 < h <= 100):
             raise InvalidArgumentError(f"--size needs 0 < W, H <= 100 inches; got {args.size!r}")
+        if any(not isinstance(r, Recording) for r in recs):
+            raise InvalidArgumentError(
+                "--plot draws every sample and needs the recording in memory; this one is read block by block "
+                "(it is large): plot a part of it from Python (jouletrace.load(path), then Recording.power)")
         plot(recs, args.plot, (w, h))
         print(f"wrote {args.plot}")
     return 0

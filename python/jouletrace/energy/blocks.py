@@ -334,6 +334,68 @@ class _PowerPeak:
             self.peak = p if self.peak is None else max(self.peak, p)
 
 
+class _Interp:
+    """``np.interp(grid, t, w)`` over the points of a timeline in ``[t0, t1]``, fed in time order;
+    also how many points there are (a timeline of fewer than the grid's points is kept whole)."""
+
+    def __init__(self, t0: int, t1: int, points: int) -> None:
+        self.t0, self.t1, self.points = t0, t1, points
+        self.grid = np.linspace(t0, t1, points)
+        self.val = np.full(points, np.nan)
+        self.count = 0
+        self.small: list[tuple[np.ndarray, np.ndarray]] = []
+        self.last: tuple[float, float] | None = None
+        self.first_w: float | None = None
+
+    def add(self, t: np.ndarray, w: np.ndarray) -> None:
+        sel = (t >= self.t0) & (t <= self.t1)
+        t, w = t[sel], w[sel]
+        if t.size == 0:
+            return
+        self.count += t.size
+        if self.count <= self.points:
+            self.small.append((t, w))
+        else:
+            self.small = []
+        tf = t.astype(np.float64)
+        if self.first_w is None:
+            self.first_w = float(w[0])
+            self.val[self.grid < tf[0]] = w[0]
+        if self.last is not None:
+            tf = np.concatenate([[self.last[0]], tf])
+            w = np.concatenate([[self.last[1]], w])
+        at = (self.grid >= tf[0]) & (self.grid <= tf[-1])
+        self.val[at] = np.interp(self.grid[at], tf, w)
+        self.last = (float(tf[-1]), float(w[-1]))
+
+    def feed(self, part: Mapping[str, np.ndarray], plan: up.Plan) -> None:
+        """Updates placed (a counter): the mean power between them, at their middle."""
+        t, v = part["t_ns"], part["value"]
+        if self._upd is not None:
+            t = np.concatenate([[self._upd[0]], t])
+            v = np.concatenate([[self._upd[1]], v])
+        if t.size:
+            self._upd = (int(t[-1]), float(v[-1]))
+        if t.size < 2:
+            return
+        dt = np.diff(t)
+        keep = dt > 0
+        self.add((t[:-1] + dt // 2)[keep], (np.diff(v)[keep]) / (dt[keep].astype(np.float64) * 1e-9))
+
+    _upd: tuple[int, float] | None = None
+
+    def result(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if self.count == 0 or self.last is None:
+            return None
+        if self.count <= self.points:
+            t = np.concatenate([a for a, _ in self.small])
+            w = np.concatenate([b for _, b in self.small])
+            grid = np.linspace(self.t0, self.t1, max(t.size, 2))
+            return grid, np.interp(grid, t.astype(np.float64), w)
+        self.val[self.grid > self.last[0]] = self.last[1]
+        return self.grid, self.val
+
+
 class BlockRecording:
     """A recording read block by block from its file (module docstring).
 
@@ -603,15 +665,39 @@ class BlockRecording:
         return pk.peak
 
 
+    def power_timeline(self, key: str, t0: int, t1: int, points: int = 400) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(grid, watts)``: the power timeline :meth:`Recording.power` gives for ``key``, its
+        points in ``[t0, t1]`` interpolated at ``min(points, their number)`` (at least 2) evenly spaced
+        times, as ``np.interp`` does; None when there are none."""
+        ch = self._power_channel(key)
+        ip = _Interp(int(t0), int(t1), points)
+        if not self._cumulative[ch]:
+            for blk in self._blocks():
+                t, v = np.asarray(blk["t_ns"]), np.asarray(blk[ch])
+                ok = np.isfinite(v)
+                ip.add(t[ok], v[ok])
+            return ip.result()
+        self._plan([ch])
+        plan = self._plans[ch]
+        if plan is None:
+            return None
+        placer = _Place(self, ch, plan, [ip])
+        self._pass([placer])
+        placer.finish()
+        return ip.result()
+
+
 def open_recording(path: str | os.PathLike[str], *, max_memory_bytes: int | None = None,
                    block_rows: int = BLOCK_ROWS) -> Any:
     """A recording for analysis: in memory (:func:`jouletrace.load`) when it is an ``.npz`` or its
-    columns take at most ``max_memory_bytes`` (:data:`IN_MEMORY_BYTES`), else a
-    :class:`BlockRecording` over the streamed folder."""
+    columns take at most ``max_memory_bytes`` (else ``$JOULETRACE_IN_MEMORY_BYTES``, else
+    :data:`IN_MEMORY_BYTES`), else a :class:`BlockRecording` over the streamed folder."""
     from . import storage, stream
 
     p = os.fspath(path)
-    limit = IN_MEMORY_BYTES if max_memory_bytes is None else int(max_memory_bytes)
+    env = os.environ.get("JOULETRACE_IN_MEMORY_BYTES")
+    limit = (int(max_memory_bytes) if max_memory_bytes is not None else int(env) if env and env.isdigit()
+             else IN_MEMORY_BYTES)
     if not (os.path.isdir(p) and stream.is_stream(p)):
         return storage.load(p)
     rows, channels = storage.stream_rows(p)
