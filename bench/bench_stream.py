@@ -13,14 +13,21 @@
 2. **Sampler timing with streaming on and off**: real Sampler("sim") at 1 kHz, main thread
    busy in Python, p50/p99/max of |interval − period|.
 3. **1 M windows over a 30-day compacted recording of one GPU** (synthesised: the rows the
-   compaction keeps, two per update, 100 ms updates; energy counter only).
+   compaction keeps, two per update, 100 ms updates; energy counter only), in memory.
+4. **A 30-day streamed recording read block by block** (synthetic, written by
+   ``StreamWriter`` as a streaming sampler would: the rows compaction keeps of one GPU polled at
+   1 kHz against a 100 ms NVML-like sensor: energy counter, power and their NVML timestamps):
+   peak resident memory of ``jouletrace report`` on it (``ru_maxrss`` of the child process),
+   its wall time, and 1 M random windows over it through
+   :class:`jouletrace.energy.blocks.BlockRecording` (time and peak memory, in a child process).
 
-    python bench/bench_stream.py [--hours 10] [--skip-30d]
+    python bench/bench_stream.py [--hours 10] [--skip-30d] [--blocks-30d-only] [--days 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -226,19 +233,124 @@ def windows_30_days(n_windows: int = 1_000_000) -> dict[str, float]:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def write_long(path: str, days: float, seed: int = 0) -> int:
+    """A streamed recording of ``days`` of one GPU (module docstring, 4), written an hour at a time."""
+    from jouletrace.energy.stream import StreamWriter
+
+    chans = [("gpu0.energy_j", True), ("gpu0.power_w", False), ("gpu0.energy_ts_us", False),
+             ("gpu0.power_ts_us", False)]
+    w = StreamWriter(path, chans, {"source": "sim", "rate_hz": RATE, "device": {"gpu0.power_limit_w": "700"}},
+                     commit_every=1)
+    rng = np.random.default_rng(seed)
+    per_hour = int(3600e9 // PERIOD_NS)
+    n_upd = int(days * 86400e9 // PERIOD_NS)
+    e_last, p_last, rows, seq0 = 0.0, 300.0, 0, 0
+    t_first = 1_000_000_000
+    for k0 in range(0, n_upd, per_hour):
+        k = np.arange(k0, min(k0 + per_hour, n_upd), dtype=np.int64)
+        upd_t = t_first + 37_000_000 + k * PERIOD_NS
+        before = upd_t - rng.integers(1_000, 999_000, k.size)  # the last poll before the update
+        after = before + 1_000_000  # the first poll after it
+        t = np.empty(2 * k.size, np.int64)
+        t[0::2], t[1::2] = before, after
+        p = 150.0 + 300.0 * rng.random(k.size)
+        e_after = e_last + np.floor(np.cumsum(p * 0.1) * 1000.0) / 1000.0
+        e = np.empty(t.size)
+        e[1::2], e[0::2] = e_after, np.concatenate([[e_last], e_after[:-1]])
+        pw = np.empty(t.size)
+        pw[1::2], pw[0::2] = p, np.concatenate([[p_last], p[:-1]])
+        st = ((upd_t + EPOCH) // 1000).astype(np.float64)
+        prev = st[0] - PERIOD_NS // 1000
+        ts = np.empty(t.size)
+        ts[1::2], ts[0::2] = st, np.concatenate([[prev], st[:-1]])
+        seq = np.empty(t.size, np.uint64)
+        seq[0::2] = seq0 + (k - k0) * 100 + 99
+        seq[1::2] = seq0 + (k - k0) * 100 + 100
+        w.append("samples", {"t_ns": t, "t_before_ns": t - 10_000, "t_after_ns": t + 10_000, "seq": seq,
+                             "status": np.zeros(t.size, np.int32), "gpu0.energy_j": e, "gpu0.power_w": pw,
+                             "gpu0.energy_ts_us": ts, "gpu0.power_ts_us": ts})
+        secs = np.arange(int(t[0] // 1_000_000_000), int(t[-1] // 1_000_000_000) + 1) * 1_000_000_000
+        w.append("clock_pairs", {"monotonic_ns": secs, "realtime_ns": secs + EPOCH, "uncertainty_ns": np.full(secs.size, 40)})
+        rows += t.size
+        seq0 = int(seq[-1])
+        w.append("stats", {"t_ns": [int(t[-1])], "polls": [seq0], "rows": [rows], "reads": [seq0], "dropped_ring": [0],
+                           "dropped_storage": [0], "missed_deadlines": [0]})
+        w.flush()
+        e_last, p_last = float(e_after[-1]), float(p[-1])
+    w.end({"source": "sim", "rate_hz": RATE, "device": {"gpu0.power_limit_w": "700"}})
+    return rows
+
+
+_CHILD_WINDOWS = """
+import resource, sys, time
+import numpy as np
+from jouletrace.energy.storage import open_blocks
+t = time.perf_counter()
+rec = open_blocks(sys.argv[1], 1 << 19)
+rng = np.random.default_rng(0)
+a0, a1 = rec.t_first_ns, rec.t_last_ns
+t0 = rng.integers(a0, a1 - 10_000_000_000, int(sys.argv[2]))
+t1 = t0 + rng.integers(1_000_000, 10_000_000_000, t0.size)
+opened = time.perf_counter() - t
+t = time.perf_counter()
+rec.update_period_ns("gpu0.energy_j")
+plan = time.perf_counter() - t
+t = time.perf_counter()
+out = rec.energies(t0, t1, edges="independent")
+first = time.perf_counter() - t
+hwm = [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:")][0]
+print(rec.rows, opened, plan, first, float(np.nansum(out.energy_j["gpu0"])), hwm / 1024)
+"""
+
+
+def blocks_30_days(folder: str, days: float, n_windows: int = 1_000_000) -> dict[str, float]:
+    """Write the long recording, then report it and take 1 M windows over it in child processes."""
+    import subprocess
+    import sys
+
+    path = os.path.join(folder, "month.jt")
+    a = time.perf_counter()
+    rows = write_long(path, days)
+    out: dict[str, float] = {"days": days, "rows": rows, "write_s": time.perf_counter() - a,
+                             "disk_mb": sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)) / 1e6}
+    # Peak resident memory of the report from /usr/bin/time -v (its child is forked from `time`, a
+    # small process: ru_maxrss would otherwise carry a forked parent's pages).
+    a = time.perf_counter()
+    r = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "jouletrace", "report", "--json", path],
+                       capture_output=True, text=True)
+    out["report_s"] = time.perf_counter() - a
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr)
+    out["report_peak_rss_mb"] = [int(x.split(":")[1]) for x in r.stderr.splitlines()
+                                 if "Maximum resident set size" in x][0] / 1024
+    out["report_energy_j"] = json.loads(r.stdout)["devices"][0]["energy_j"]
+    r = subprocess.run([sys.executable, "-c", _CHILD_WINDOWS, path, str(n_windows)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr)
+    n, opened, plan, first, _total, rss = (float(x) for x in r.stdout.split())
+    out.update({"open_s": opened, "plan_pass_s": plan, "1M_windows_s": first, "windows_peak_rss_mb": rss})
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hours", type=float, default=10.0)
     ap.add_argument("--seconds", type=float, default=3.0, help="each timing run")
     ap.add_argument("--skip-30d", action="store_true")
+    ap.add_argument("--blocks-30d-only", action="store_true", help="only part 4 (a month read block by block)")
+    ap.add_argument("--days", type=float, default=30.0, help="length of part 4's recording")
     args = ap.parse_args(argv)
     folder = tempfile.mkdtemp(prefix="jt-bench-stream-")
     try:
+        if args.blocks_30d_only:
+            print(f"{args.days:g} days read block by block:", blocks_30_days(folder, args.days), flush=True)
+            return
         print("disk and memory:", disk_and_memory(args.hours, folder), flush=True)
         print("native committed bytes per 1 M records streamed:", native_memory(folder), flush=True)
         print("timing p50/p99/max µs:", timing(args.seconds, folder), flush=True)
         if not args.skip_30d:
             print("30 days:", windows_30_days(), flush=True)
+            print(f"{args.days:g} days read block by block:", blocks_30_days(folder, args.days), flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

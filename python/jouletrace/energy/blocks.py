@@ -462,6 +462,8 @@ class BlockRecording:
         return self._count()[2]
 
     def _count(self) -> tuple[int, int | None, int | None]:
+        if self._extent is None:  # the counters' plan pass counts too (it is what comes next)
+            self._plan([c for c in self.channels if self._cumulative[c]])
         if self._extent is None:
             self._pass([])
         assert self._extent is not None
