@@ -585,19 +585,18 @@ class BlockRecording:
             if plan is None:
                 work.append((key, ch, None, None, None))
                 continue
-            ev = _Edges(q)
+            edges_of = _Edges(q)
             n_valid = self._scans[ch].n_valid
             qat = (np.linspace(0, n_valid - 1, 4096).astype(np.intp) if n_valid > 4096 else np.arange(n_valid))
-            placer = _Place(self, ch, plan, [ev], quantum_at=qat)
-            work.append((key, ch, plan, placer, ev))
-            consumers.append(placer)
+            place_of = _Place(self, ch, plan, [edges_of], quantum_at=qat)
+            work.append((key, ch, plan, place_of, edges_of))
+            consumers.append(place_of)
         if consumers and m:
             self._pass(consumers)
-        for key, ch, plan, placer_, ev_ in work:
+        for key, ch, plan, placer, ev in work:
             model = self.sensor_model(key)
             e = u = np.full(m, np.nan)
             f: np.ndarray = np.zeros(m, dtype=np.uint8)
-            placer, ev = placer_, ev_
             chosen, why = edges, "asked for by the caller"
             scan = self._scans[ch]
             ok = plan is not None and placer is not None and ev is not None and m > 0
