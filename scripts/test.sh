@@ -7,10 +7,13 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+t_start=$(date +%s)
+stage() { echo "== test.sh: $1 done at $(( $(date +%s) - t_start )) s"; }
 venv=${JOULETRACE_VENV:-$root/.venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q ".[test,stream]"
+stage "install"
 # The HTML report test renders the page in a real headless browser. As root on a Debian/Ubuntu
 # machine without one (CI on a fresh clone), install Chromium once; no recommends keeps it quick.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null \
@@ -26,14 +29,20 @@ fi
 # Lint and types (configuration in pyproject.toml).
 "$venv/bin/ruff" check python tests bench
 "$venv/bin/mypy"
+stage "services, ruff, mypy"
 PATH="$venv/bin:$PATH" PYTHON="$venv/bin/python" bash tests/native/run.sh
+stage "native tests (ASan/UBSan, TSan)"
 # The extension itself under ASan/UBSan, through the sampler tests.
 PATH="$venv/bin:$PATH" PYTHON="$venv/bin/python" bash tests/native/asan_python.sh
+stage "extension under ASan/UBSan"
 # Benchmarks once without timing, so their code cannot rot; figures come from bench/ runs.
-"$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider --durations=15 "$@"
+stage "pytest"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider bench --benchmark-disable -m "not slow"
+stage "bench once"
 # The wheel as cluster users get it: manylinux_2_28, installed without a compiler, the native
 # parts' tests run against it. JOULETRACE_SKIP_WHEEL=1 skips it (e.g. a quick local run).
 if [ "${JOULETRACE_SKIP_WHEEL:-0}" != 1 ]; then
   PYTHON="$venv/bin/python" bash scripts/check_wheel.sh
+  stage "wheel"
 fi
