@@ -28,6 +28,7 @@ from jouletrace.kernels.attribution.names import _unresolved_reasons
 from jouletrace.kernels.markers import SyncMarkers, available_backends
 from jouletrace.kernels.traces import KernelTable, RangeTable, load, load_kineto, load_nsys
 from jouletrace.sampling.sim import SimGPU
+from jouletrace.testing.stats import coverage_floor
 from jouletrace.testing.traces import write_kineto_json, write_nsys_sqlite
 from jouletrace.testing.workloads import (
     EPOCH_OFFSET,
@@ -626,7 +627,9 @@ def test_end_to_end_real_time_with_the_sampler_and_a_real_trace(make_sim, tmp_pa
     names = result.names
     truth_p = IDLE_W + watts[names["name_id"]]
     covered = (names["power_ci_low_w"] <= truth_p) & (truth_p <= names["power_ci_high_w"])
-    assert covered.mean() >= 0.85, names.to_text(80)
+    # 95 % intervals of ~67 names from one real-time run: below the binomial 10^-4 floor (~82 %) only
+    # if they under-cover.
+    assert covered.mean() >= coverage_floor(covered.size, 0.95), names.to_text(80)
     ok = names["enough_data"]
     assert np.all(np.abs(names["power_w"][ok] / truth_p[ok] - 1) < 0.05), names.to_text(80)
     assert "per kernel name" in result.summary()

@@ -98,7 +98,7 @@ def _start_record(tmp_path: Path, seconds: float) -> tuple[subprocess.Popen[str]
         assert time.monotonic() < deadline, "the child never started"
         assert p.poll() is None, p.communicate()
         time.sleep(0.05)
-    time.sleep(0.2)
+    time.sleep(1.0)  # ~1000 polls at 1 kHz before the signal; 100 are asserted (record's polls cannot be watched)
     return p, out
 
 

@@ -12,6 +12,7 @@ import jouletrace
 from jouletrace import _core
 from jouletrace.sampling.sim import SimGPU
 from jouletrace.testing.loads import random_load, synthetic_recording
+from jouletrace.testing.stats import coverage_floor
 
 T0 = 10**12
 LENGTHS_S = (0.005, 0.02, 0.1, 1.0, 10.0)
@@ -108,6 +109,10 @@ def test_real_time_part_time_counter_through_the_sampler(make_sim):
         b = a + int(length * 1e9)
         we = rec.energies(a, b)
         err = np.abs(we.energy_j["gpu0"] - sim.true_energy(a, b))
-        assert np.mean(err <= we.uncertainty_j["gpu0"]) >= 0.95, length
+        # One real-time run's 200 windows: a bound covering 95 % covers fewer than 88.5 % of them in
+        # 1 run of 10^4 (binomial), while ">= 95 %" would fail ~4 runs in 10 of such a bound. Measured:
+        # 98.5-100 % per length over 10 loaded runs (the rate itself is bench's to report).
+        coverage = float(np.mean(err <= we.uncertainty_j["gpu0"]))
+        assert coverage >= coverage_floor(a.size, 0.95), (length, coverage)
         checked += a.size
     assert checked == 600

@@ -9,6 +9,7 @@ import pytest
 
 import jouletrace
 from jouletrace import _core
+from jouletrace.testing.waiting import wait_for_reads
 
 
 @pytest.mark.parametrize("counter", ["full", "part_time"])
@@ -19,13 +20,16 @@ def test_native_counter_matches_python_model_exactly(make_sim, now_ns, counter):
     st = now_ns + np.sort(rng.integers(0, 250_000_000, 80))
     sim.add_segments(st, st + rng.integers(10_000, 6_000_000, 80), rng.uniform(1, 500, 80))
     with jouletrace.Sampler("sim", rate_hz=2000, sim=sim) as s:
-        # Live segments decided while the sampler runs, each appended before it starts.
-        t = _core.monotonic_ns() + 2_000_000
+        # Live segments decided while the sampler runs, each appended before it starts: the first
+        # 100 ms ahead, so that this thread losing the CPU (a loaded machine) cannot append a segment
+        # after the sampler has read past its start (the native counter would miss it).
+        t = _core.monotonic_ns() + 100_000_000
         for _ in range(60):
             d = int(rng.integers(50_000, 3_000_000))
             sim.live_segment(t, t + d, float(rng.uniform(10, 300)))
             t += d + int(rng.integers(0, 2_000_000))
         time.sleep(max(0.3, (t - _core.monotonic_ns()) * 1e-9 + 0.02))
+        wait_for_reads(s, 200)
     rec = s.recording()
     v = rec["gpu0.energy_j"]
     same_update = sim.last_update_ns(rec.t_before_ns) == sim.last_update_ns(rec.t_after_ns)

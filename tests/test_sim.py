@@ -13,6 +13,7 @@ import pytest
 from jouletrace import _core
 from jouletrace.errors import InvalidArgumentError
 from jouletrace.sampling.sim import SimGPU
+from jouletrace.testing.waiting import wait_for_reads
 
 CHILD = textwrap.dedent(
     """
@@ -88,6 +89,7 @@ def test_native_sensor_agrees_with_python_model(make_sim, now_ns):
 
     with jouletrace.Sampler("sim", rate_hz=2000, sim=sim) as s:
         time.sleep(0.3)
+        wait_for_reads(s, 100)  # however loaded the machine
     rec = s.recording()
     v = rec["gpu0.energy_j"]
     same_update = sim.last_update_ns(rec.t_before_ns) == sim.last_update_ns(rec.t_after_ns)
@@ -135,9 +137,7 @@ def test_private_copies_are_independent(make_sim):
     sa = jouletrace.Sampler("sim", sim=a, rate_hz=100)
     sb = jouletrace.Sampler("sim", sim=b, rate_hz=100)
     sa._native.start(), sb._native.start()
-    import time
-
-    time.sleep(0.05)
+    wait_for_reads(sa, 2), wait_for_reads(sb, 2)  # not a fixed sleep: a busy machine may not run them
     sa.stop(), sb.stop()
     assert set(sa.recording()["gpu0.power_w"]) == {10.0}
     assert set(sb.recording()["gpu0.power_w"]) == {20.0}
