@@ -514,13 +514,21 @@ def test_real_sampler_windows_within_bound(make_sim, now_ns):  # type: ignore[no
     truth = sim.true_energy(a, b)
     we = rec.energies(a, b, edges="independent")
     assert we.method == {"gpu0": "counter"} and rec.characterize()["gpu0.energy_j"]["update_timing"] == "timestamps"
-    assert np.mean(np.abs(we.energy_j["gpu0"] - truth) <= we.uncertainty_j["gpu0"]) >= 0.95
+    # The sampler's longest stall, for the messages: on a loaded machine it can miss a few updates.
+    stall_ms = float(np.max(np.diff(t))) / 1e6
+    coverage = float(np.mean(np.abs(we.energy_j["gpu0"] - truth) <= we.uncertainty_j["gpu0"]))
+    assert coverage >= 0.95, (coverage, stall_ms)  # measured (24 loaded runs): 0.996-1.000
     # Without NVML's timestamps: the periodic grid placed from the sample brackets.
     e, bound, _ = integrate.counter_energy(
         t, rec["gpu0.energy_j"], a, b, t_before_ns=rec.t_before_ns, t_after_ns=rec.t_after_ns, timing="periodic"
     )
     assert integrate.locate_updates(t, rec["gpu0.energy_j"], timing="periodic").method == "periodic"
-    assert np.mean(np.abs(e - truth) <= bound) >= 0.95
+    # Measured over 24 loaded runs: 0.990-1.000 in 22, 0.957 and 0.972 in two. In the 0.972 run the
+    # sampler stalled for 146 ms (7 updates unseen) and every miss was a window ending inside that
+    # gap, 1-4.6x over its bound: the bound under-covering there, not chance. Kept at 95 % and
+    # reported; a longer stall would fail this.
+    coverage = float(np.mean(np.abs(e - truth) <= bound))
+    assert coverage >= 0.95, (coverage, stall_ms)
     # The default (aligned-edge) bound is wider and covers them too.
     al = rec.energies(a, b)
     assert np.all(al.uncertainty_j["gpu0"] >= we.uncertainty_j["gpu0"])

@@ -14,6 +14,7 @@ import jouletrace
 from jouletrace.energy import storage as io
 from jouletrace.energy.recording import Recording
 from jouletrace.errors import RecordingFormatError
+from jouletrace.testing.waiting import wait_for_reads
 
 
 @pytest.fixture
@@ -23,6 +24,7 @@ def recorded(make_sim, now_ns):  # type: ignore[no-untyped-def]
     sim.add_segment(now_ns + 50_000_000, now_ns + 250_000_000, 300.0, gpu=1)
     with jouletrace.Sampler("sim", rate_hz=1000, sim=sim) as s:
         time.sleep(0.25)
+        wait_for_reads(s, 250)  # the tests index up to sample 150: counted, not assumed from the sleep
     return s.recording()
 
 
@@ -43,8 +45,13 @@ def test_round_trip_is_exact(recorded, tmp_path, compress):  # type: ignore[no-u
     assert recorded.save(path, compress=compress) == str(path)
     back = jouletrace.load(path)
     _same(recorded, back)
-    # The metadata travels whole, with the sensor characterisation computed before saving.
-    assert back.metadata["sensors"]["gpu1.energy_j"]["update_period_ns"] == pytest.approx(1e7, rel=0.01)
+    # The metadata travels whole, with the sensor characterisation computed before saving: the
+    # same as the recording's own, and a plausible 10 ms period. The period is a median of ~25
+    # bracket midpoints: exact on a quiet machine (1 kHz polling and a 10 ms sensor keep the same
+    # phase), but a loaded one's jitter and skipped reads scatter it by ~1 % (seen: 10.14 ms), so
+    # 5 % (five of those) is the plausibility bar.
+    assert back.metadata["sensors"] == recorded.characterize()
+    assert back.metadata["sensors"]["gpu1.energy_j"]["update_period_ns"] == pytest.approx(1e7, rel=0.05)
     assert back.metadata["device"] == recorded.metadata["device"]
     assert back.metadata["source"] == "sim" and back.metadata["rate_hz"] == 1000.0
     # Arrays come back read-only, and give the same energies.
