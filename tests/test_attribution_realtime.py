@@ -10,7 +10,7 @@ back through the recording's clock pairs as a profiler's would.
 Claims held here: every name carrying >= 5 % of the kernel energy is either
 resolved and within 5 % of the truth, or unresolved with a reason; the 95 %
 intervals of resolved names, pooled over the ten replays, cover the truth at
-least 90 % of the time. Both with NVML's timestamps (the default recording) and
+their level (no fewer than the binomial 10^-4 floor, ~90 % of ~365 names). Both with NVML's timestamps (the default recording) and
 without them (the update placement falls back to the fitted grid, the path real
 GPUs whose timestamps are not informative take).
 """
@@ -26,6 +26,7 @@ import pytest
 from jouletrace import attribute as at
 from jouletrace.kernels.traces import load
 from jouletrace.testing.replay import oracle_updates, replay, score, summarize, without_timestamps
+from jouletrace.testing.stats import coverage_floor
 
 TRACES = Path(os.environ.get("JOULETRACE_TRACES_DIR") or Path(__file__).resolve().parent / "data" / "traces")
 #: Traces whose big names give enough counter intervals on the 20 ms sensor (~1,000 in 20 s) that
@@ -62,8 +63,11 @@ def _check(results, must_resolve: bool = True, min_resolved: int = 100) -> dict[
                 assert not (must_resolve and dev.sensor == "a100" and dev.trace in MUST_RESOLVE), what
         assert sc["big"].any()
     pooled = summarize([sc for _, _, sc in results])
-    assert pooled["resolved_names"] >= min_resolved  # flagging everything cannot pass
-    assert pooled["coverage_resolved"] >= 0.90, pooled
+    assert pooled["resolved_names"] >= min_resolved, pooled  # flagging everything cannot pass
+    # 95 % intervals of one run's resolved names: a calibrated interval covers fewer than the
+    # binomial 10^-4 floor (~90 % of 365 names, ~86 % of 120) in 1 run of 10^4 (names of one trace
+    # share a fit, so this is a little optimistic; measured: 0.93-0.97 pooled, loaded runs).
+    assert pooled["coverage_resolved"] >= coverage_floor(pooled["resolved_names"], 0.95), pooled
     return pooled
 
 
@@ -135,5 +139,5 @@ def test_part_time_and_unknown_counters_per_name(part_time_run):  # type: ignore
             else:
                 assert sc["reason"][i]
     pooled = summarize([sc for _, _, sc in results])
-    assert pooled["big_resolved"] >= 0.8 * pooled["big_names"]
-    assert pooled["coverage_resolved"] >= 0.90, pooled
+    assert pooled["big_resolved"] >= 0.8 * pooled["big_names"], pooled
+    assert pooled["coverage_resolved"] >= coverage_floor(pooled["resolved_names"], 0.95), pooled  # as in _check
