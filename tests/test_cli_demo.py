@@ -36,7 +36,9 @@ def test_demo_runs_and_prints_every_table(demo):
                  "statistical", "direct", "wrote"):
         assert text in r.stdout
     rec = jouletrace.load(out / "demo.npz")
-    assert len(rec) > 5000 and rec.dropped == 0
+    # 8 s at 1 kHz: every deadline either read or counted as missed (a loaded machine reads ~60 %
+    # of them, seen; a fixed count of reads would assert on the load), and nothing dropped.
+    assert len(rec) + rec.missed_deadlines >= 8000 and len(rec) > 1000 and rec.dropped == 0
     assert any(w["name"].startswith("step") for w in rec.metadata["windows"])
     k = traces.load(out / "demo-trace.json.gz")
     assert len(k) > 1000 and k.format == "kineto-json"
