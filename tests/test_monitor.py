@@ -15,7 +15,7 @@ import jouletrace
 from jouletrace.energy.monitor import Monitor
 from jouletrace.errors import InvalidArgumentError, SourceUnavailableError
 from jouletrace.sampling.sources import SourceInfo
-from jouletrace.testing.waiting import wait_for_reads
+from jouletrace.testing.waiting import wait_for_reads, wait_until
 
 sources_module = sys.modules["jouletrace.sampling.sources"]
 
@@ -137,14 +137,18 @@ def test_sync_is_called_at_both_edges_before_the_clock(busy_sim):  # type: ignor
 
 
 def test_lazy_result_and_resolve_without_waiting(busy_sim, make_sim):  # type: ignore[no-untyped-def]
-    slow = make_sim(update_period_s=0.05)  # an update between end_window and resolve(): 0.2 % chance
+    slow = make_sim(update_period_s=0.05)
     with Monitor(sim=slow, cpu=False) as mon:
         time.sleep(0.25)
         m = mon.begin_window("x")
         assert m.open and repr(m) == "<Measurement 'x' open>"
         with pytest.raises(RuntimeError, match="still open"):
             m.total_j  # noqa: B018
-        time.sleep(0.01)
+        # End just after a counter update has been recorded: the next one is ~45 ms or more away,
+        # so resolve(wait=False) below sees none past the end unless this thread stalls that long
+        # (ending at a random moment instead left U(0, 50) ms: a few % on a loaded machine).
+        last = float(mon.recording()["gpu0.energy_j"][-1])
+        wait_until(lambda: float(mon.recording()["gpu0.energy_j"][-1]) != last, "a counter update")
         mon.end_window("x")
         assert not m.resolved and "not computed yet" in repr(m)
         m.resolve(wait=False)  # at once: past the last counter update, extrapolated
