@@ -160,7 +160,7 @@ class _Edges:
         m = q.size
         self.out: dict[str, np.ndarray] = {}
         for f in self._FIELDS:
-            dt = bool if f == "extrapolated" else (np.int64 if f in ("i", "block") else np.float64)
+            dt = bool if f in ("extrapolated", "stall") else (np.int64 if f in ("i", "block") else np.float64)
             self.out[f] = np.zeros(m, dtype=dt)
         self.buf: dict[str, np.ndarray] | None = None
         self.bu0 = 0  # global index of the buffer's first update

@@ -41,10 +41,20 @@ update of a block together (its effect on a window cancels but for the change of
 power between the edges); independent offsets do not cancel. :meth:`Updates.shifted`
 moves the shared phase (for a search within it), :meth:`Updates.sample` draws
 placements the model allows (for resampling the timing into a confidence interval).
+
+Stalls
+------
+A change whose bracket is wider than a period (the reads missed updates: a starved
+sampler thread, a long read) holds several updates, and the value read after it is
+the last one's. A periodic sensor updated within a period before that read, so the
+change is placed in ``[hi - 1.02 P, hi]``, not at its whole bracket's middle (which
+put the last update's value up to half the gap early). What happened inside the gap
+stays unknown: :mod:`jouletrace.energy.windows` bounds it ("Stalls").
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +77,9 @@ _GOLDEN_ITERATIONS = 28
 _BISECT_ITERATIONS = 20
 #: A block needs at least this many located updates to fit a grid.
 _GRID_MIN_UPDATES = 8
+#: The last update before a read happened within this many periods of it (module
+#: docstring, "Stalls"; 2 % for the period's estimate and the sensor clock's drift).
+_LAST_UPDATE_REACH = 1.02
 
 
 @dataclass(eq=False)
@@ -374,6 +387,16 @@ def place(plan: Plan, lo: np.ndarray, hi: np.ndarray, mid: np.ndarray, h: np.nda
     timestamps at each change (used when ``plan.use_ts``).
     """
     k = mid.size
+    if plan.period and k:
+        # A bracket wider than a period (reads that missed updates: a stalled sampler) holds
+        # several updates, and the value read after it is the last one's, which happened
+        # within a period of the read: place that one (module docstring, "Stalls").
+        reach = int(math.ceil(_LAST_UPDATE_REACH * plan.period))
+        wide = (hi - lo) > reach
+        if wide.any():
+            lo = np.where(wide, hi - reach, lo)
+            mid = np.where(wide, lo + (hi - lo) // 2, mid)
+            h = np.where(wide, (hi - lo).astype(np.float64) * 0.5, h)
     hc = np.zeros(k)
     rate_rel = np.zeros(k)
     block = np.full(k, -1, dtype=np.int64)
