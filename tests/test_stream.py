@@ -125,7 +125,7 @@ def test_every_poll_stream_round_trips_exactly(make_sim, tmp_path):
 def _kill_and_load(proc: subprocess.Popen, path, run_s: float):  # type: ignore[no-untyped-def]
     """SIGKILL ``proc`` ``run_s`` after its recording folder appears; the recording read back and the kill time."""
     deadline = time.monotonic() + 30
-    while not os.path.exists(os.path.join(path, "samples.arrows")) and time.monotonic() < deadline:
+    while not os.path.exists(os.path.join(path, "samples", "part-000000.arrow")) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.02)
     time.sleep(run_s)
@@ -182,14 +182,15 @@ def test_a_batch_cut_in_half_is_left_out(tmp_path):
 
     path = tmp_path / "cut.jt"
     w = StreamWriter(path, [("gpu0.energy_j", True)], {"source": "sim"}, commit_every=3)
-    for k in range(5):  # a commit after flush 3: rows 0-299 in the main file, 300-499 in the journal
+    for k in range(5):  # a commit after flush 3: rows 0-299 in the part file, 300-499 in the journal
         i = np.arange(100 * k, 100 * (k + 1))
         w.append("samples", {"t_ns": i * 1000, "t_before_ns": i * 1000 - 5, "t_after_ns": i * 1000 + 5,
                              "seq": i.astype(np.uint64), "status": np.zeros(100, np.int32),
                              "gpu0.energy_j": i * 0.5})
         w.flush()
-    (journal,) = [p for p in os.listdir(path) if p.startswith("samples.journal-")]
-    assert journal == "samples.journal-300.arrows"
+    (journal,) = [p for p in os.listdir(path / "samples") if p.startswith("_journal-")]
+    assert journal == "_journal-000000-300.arrows"
+    journal = os.path.join("samples", journal)
     size = os.path.getsize(path / journal)
     with open(path / journal, "r+b") as f:  # the last flush, cut in half
         f.truncate(size - 300)
@@ -270,4 +271,4 @@ def test_a_program_that_exits_without_stopping_ends_its_recording_normally(tmp_p
     assert r.returncode == 0, r.stderr
     rec = jouletrace.load(out)
     assert rec.metadata["stream"]["ended"] == "normally" and rec.metadata["stream"]["polls"] > 300
-    assert not [p for p in os.listdir(out) if ".journal-" in p]
+    assert not [p for _, _, files in os.walk(out) for p in files if "journal-" in p]
