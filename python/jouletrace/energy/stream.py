@@ -1,42 +1,61 @@
 """Recordings streamed to disk as they are made: crash-safe, compacted, readable by other tools.
 
-Layout (``jouletrace.stream``, schema version 1)
+Layout (``jouletrace.stream``, schema version 2)
 ================================================
 
 A recording is a folder (customary suffix ``.jt``) that only grows while the run
-goes on; every file but the two small JSON files is append-only:
+goes on. Each table is a folder of parts, one per segment (a segment is one
+start..stop of the sampler: ``part-000000.arrow``, then ``part-000001.arrow``
+after a restart, ...):
 
-=====================  ==========================================================
-file                   content
-=====================  ==========================================================
-``metadata.json``      at the start: ``format`` = ``"jouletrace.stream"``,
-                       ``schema_version``, ``channels`` (``{"name", "cumulative"}``),
-                       ``compacted``, and the recording's metadata at the start
-``samples.arrows``     Apache Arrow IPC *stream*: ``t_ns``, ``t_before_ns``,
-                       ``t_after_ns`` (int64, CLOCK_MONOTONIC ns), ``seq``
-                       (uint64), ``status`` (int32), then one float64 column per
-                       channel, named as the channel (``gpu0.energy_j``)
-``clock_pairs.arrows`` ``monotonic_ns``, ``realtime_ns``, ``uncertainty_ns`` (int64)
-``windows.arrows``     ``name`` (string), ``t0_ns``, ``t1_ns`` (int64), ``work_json``
-                       (string, JSON object or empty)
-``stats.arrows``       one row per flush: ``t_ns``, ``polls`` (samples read and
-                       stored in memory), ``rows`` (samples written), ``reads``,
-                       ``dropped_ring``, ``dropped_storage``, ``missed_deadlines``
-``end.json``           written when the run ends normally (atomically): the final
-                       metadata (windows with their energies, the command, its
-                       exit status). Without it the run ended abnormally.
-=====================  ==========================================================
+===============================  ==========================================================
+file                             content
+===============================  ==========================================================
+``metadata.json``                at the start: ``format`` = ``"jouletrace.stream"``,
+                                 ``schema_version``, ``channels`` (``{"name", "cumulative"}``),
+                                 ``compacted``, and the recording's metadata at the start
+``samples/part-NNNNNN.arrow``    ``t_ns``, ``t_before_ns``, ``t_after_ns`` (int64,
+                                 CLOCK_MONOTONIC ns), ``seq`` (uint64), ``status`` (int32),
+                                 then one float64 column per channel, named as the channel
+                                 (``gpu0.energy_j``)
+``clock_pairs/part-NNNNNN.arrow`` ``monotonic_ns``, ``realtime_ns``, ``uncertainty_ns`` (int64)
+``windows/part-NNNNNN.arrow``    ``name`` (string), ``t0_ns``, ``t1_ns`` (int64), ``work_json``
+                                 (string, JSON object or empty)
+``stats/part-NNNNNN.arrow``      one row per flush: ``t_ns``, ``polls`` (samples read and
+                                 stored in memory), ``rows`` (samples written), ``reads``,
+                                 ``dropped_ring``, ``dropped_storage``, ``missed_deadlines``
+``TABLE/_journal-NNNNNN-R.arrows`` the rows of segment NNNNNN since its last commit (R = rows
+                                 in its part then), an Arrow IPC stream; only while recording
+                                 or after a crash
+``end.json``                     written when the run ends normally (atomically): the final
+                                 metadata (windows with their energies, the command, its
+                                 exit status). Without it the run ended abnormally.
+===============================  ==========================================================
 
-With compaction (the default) ``samples.arrows`` holds only the polls that say
+Each part is an Apache Arrow IPC *file* written as it goes: its 8-byte magic, the
+schema and every committed batch at once, its footer when the segment closes
+(stop, end of run). A closed part is a complete IPC file, so
+``pyarrow.dataset.dataset("run.jt/samples", format="arrow")`` (which skips names
+starting with ``_``) reads every row of every segment, and so do DuckDB (on that
+dataset), ``pandas.read_feather`` and ``polars.scan_ipc`` on ``part-*.arrow``. The part of
+a segment still being written, or of a killed run, has no footer yet: it reads as
+an IPC stream after the magic (``f.seek(8); pyarrow.ipc.open_stream(f)``), and the
+rows since its last commit are in its journal; :func:`read_stream` merges both.
+
+Schema version 1 (jouletrace before this layout; still read): one ``TABLE.arrows``
+IPC stream per table in the folder itself, a new stream segment appended to it at
+each restart, journals ``TABLE.journal-R.arrows``.
+
+With compaction (the default) the samples hold only the polls that say
 something the others do not (:mod:`jouletrace.energy.compact`): every result
 jouletrace computes is the same as on every poll. ``compact=False`` keeps every poll.
 
-A writer thread drains the sampler every ``flush_s`` (0.5 s), appends one record
-batch per file (zstd-compressed buffers), flushes and fsyncs: a run killed at any
-instant (SIGKILL, OOM killer, power loss) leaves every batch before the last
-flush readable; a batch cut in half is ignored. Each Arrow file can be read
-without jouletrace (``pyarrow.ipc.open_stream``, ``pandas``, ``polars.read_ipc_stream``,
-DuckDB through pyarrow; :func:`to_parquet` writes one Parquet file for Spark).
+A writer thread drains the sampler every ``flush_s`` (0.5 s), appends the new rows
+to each journal (zstd-compressed buffers), flushes and fsyncs; every ``commit_s``
+(60 s) it writes them as one batch into the part: a run killed at any instant
+(SIGKILL, OOM killer, power loss) leaves every batch before the last flush
+readable; a batch cut in half is ignored. :func:`to_parquet` writes one Parquet
+file for Spark.
 The sampler thread is never touched: the writer reads the published, immutable
 part of the zero-copy columns.
 
@@ -146,7 +165,7 @@ class StreamWriter:
             "stats": pa.schema([(n, i64) for n in _STATS]),
         }
         self._pa = pa
-        #: Flushes between commits into the main files (120 flushes of 0.5 s: a minute).
+        #: Flushes between commits into the part files (120 flushes of 0.5 s: a minute).
         self.commit_every = max(1, int(commit_every))
         self._tables: dict[str, _Table] = {}
         self.rows = 0
@@ -170,7 +189,7 @@ class StreamWriter:
 
     def append(self, name: str, cols: dict[str, Any]) -> None:
         """Rows of table ``name`` (``samples``, ``clock_pairs``, ``windows``, ``stats``): into its journal now,
-        into its main file at the next commit."""
+        into its part at the next commit."""
         schema = self._schemas[name]
         n = len(cols[schema[0].name])
         if n == 0:
@@ -182,7 +201,7 @@ class StreamWriter:
             self.rows += n
 
     def flush(self) -> None:
-        """Everything appended so far on disk (journals fsynced); every ``commit_s`` into the main files."""
+        """Everything appended so far on disk (journals fsynced); every ``commit_s`` into the part files."""
         self._flushes += 1
         if self._flushes % self.commit_every == 0:
             self.commit()
@@ -491,7 +510,7 @@ def _journal_rows(pa: Any, folder: str, name: str, label: str, journals: list[tu
                   schema_out: list[Any]) -> Iterator[Any]:
     """The rows of ``journals`` (``(start row, file)``) past the ``have`` rows already read."""
     for start, entry in sorted(journals):
-        if start > have:  # a gap: the main file lost a committed batch (cut short)
+        if start > have:  # a gap: the part (or schema 1 main file) lost a committed batch (cut short)
             parts.truncated.append(name)
             break
         jschema: list[Any] = [None]
@@ -694,7 +713,7 @@ def iter_samples(path: str, channels: Sequence[str], open_file: Callable[[str], 
 def to_parquet(rec: Any, out: str | os.PathLike[str]) -> str:
     """Write a recording's samples (``jouletrace.load(stream_path)``) as one Parquet file, for Spark.
 
-    The columns are those of ``samples.arrows``; the metadata is kept in the file's
+    The columns are those of the samples' parts; the metadata is kept in the file's
     key-value metadata under ``jouletrace``. Written safely (temporary, then renamed).
     """
     require_pyarrow()
