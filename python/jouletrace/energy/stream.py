@@ -61,7 +61,8 @@ part of the zero-copy columns.
 
 Bounded memory: after writing, the writer gives back the memory of samples older
 than ``keep_s`` (600 s) of the native columns (whole pages,
-``ColumnStore::release_before``). :meth:`jouletrace.Sampler.recording` of a
+``ColumnStore::release_before``), and the clock pairs (one a second) written out
+before the last one at or before the first sample kept (``Sampler::release_clock_pairs_before``). :meth:`jouletrace.Sampler.recording` of a
 streaming sampler then covers the recent ``keep_s`` only (its metadata says from
 where: ``stream.first_poll``); a view taken earlier reads zeros over the span given
 back since. The whole run is the file: ``jouletrace.load(path)``.
@@ -443,6 +444,21 @@ class Streamer:
             if target > self.view_start:
                 nat.release_before(target)
                 self.view_start = target
+            if self.view_start > 0:
+                self._release_pairs(int(np.asarray(cols["t_ns"][self.view_start:self.view_start + 1])[0]))
+
+    def _release_pairs(self, t_first: int) -> None:
+        """Give back the clock pairs written out that the in-memory view no longer converts with: all
+        before the last one at or before its first poll ``t_first`` (the pair nearest to any time from
+        ``t_first`` on is then still held, so ``recording().to_epoch_ns`` gives what it gave with every
+        pair). Memory for the pairs then stays bounded by ``keep_s`` (a pair a second), like the samples'."""
+        nat = self.native
+        base = int(nat.clock_pairs_released)
+        held = nat.clock_pairs(base)
+        i = int(np.searchsorted(held[:, 0], t_first, side="right")) - 1 if len(held) else -1
+        upto = min(base + max(i, 0), self.pairs)
+        if upto > base:
+            nat.release_clock_pairs_before(upto)
 
 
 # -- reading ------------------------------------------------------------------------------
