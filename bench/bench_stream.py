@@ -155,6 +155,8 @@ def disk_and_memory(hours: float, folder: str) -> dict[str, float]:
         if any(abs(h - m) < 1e-9 for m in marks):
             out[f"rss_{h:g}h_mb"] = _rss_mb()
             out[f"disk_{h:g}h_bytes"] = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    out["clock_pairs_held"] = len(feed.clock_pairs(0))  # before the end: the writer's releases over the run
+    out["clock_pairs_taken"] = int(feed.n / RATE) + 1
     st.tick(final=True)
     st.writer.end({})
     if st.error is not None:
