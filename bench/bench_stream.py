@@ -93,9 +93,14 @@ class _Feed:
     def release_before(self, n: int) -> None:
         pass
 
+    clock_pairs_released = 0
+
+    def release_clock_pairs_before(self, n: int) -> None:
+        self.clock_pairs_released = max(self.clock_pairs_released, min(n, int(self.n / RATE) + 1))
+
     def clock_pairs(self, start: int = 0) -> np.ndarray:
         secs = int(self.n / RATE)
-        k = np.arange(start, secs + 1, dtype=np.int64)
+        k = np.arange(max(start, self.clock_pairs_released), secs + 1, dtype=np.int64)
         mono = self.t0 + k * 1_000_000_000
         return np.stack([mono, mono + EPOCH, np.full(k.size, 40)], axis=1)
 
@@ -149,7 +154,9 @@ def disk_and_memory(hours: float, folder: str) -> dict[str, float]:
         h = feed.n / RATE / 3600
         if any(abs(h - m) < 1e-9 for m in marks):
             out[f"rss_{h:g}h_mb"] = _rss_mb()
-            out[f"disk_{h:g}h_bytes"] = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+            out[f"disk_{h:g}h_bytes"] = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    out["clock_pairs_held"] = len(feed.clock_pairs(0))  # before the end: the writer's releases over the run
+    out["clock_pairs_taken"] = int(feed.n / RATE) + 1
     st.tick(final=True)
     st.writer.end({})
     if st.error is not None:
@@ -312,7 +319,7 @@ def blocks_30_days(folder: str, days: float, n_windows: int = 1_000_000) -> dict
     a = time.perf_counter()
     rows = write_long(path, days)
     out: dict[str, float] = {"days": days, "rows": rows, "write_s": time.perf_counter() - a,
-                             "disk_mb": sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)) / 1e6}
+                             "disk_mb": sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs) / 1e6}
     # Peak resident memory of the report from /usr/bin/time -v (its child is forked from `time`, a
     # small process: ru_maxrss would otherwise carry a forked parent's pages).
     a = time.perf_counter()

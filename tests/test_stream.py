@@ -143,7 +143,7 @@ def _kill_and_load(proc: subprocess.Popen, path, ready):  # type: ignore[no-unty
     and the kill time."""
     def written() -> bool:
         assert proc.poll() is None, proc.communicate()
-        rec = _peek(path) if os.path.exists(os.path.join(path, "samples.arrows")) else None
+        rec = _peek(path) if os.path.exists(os.path.join(path, "samples", "part-000000.arrow")) else None
         return rec is not None and bool(ready(rec))
 
     wait_until(written, f"{path} to hold enough", poll_s=0.1)
@@ -201,14 +201,15 @@ def test_a_batch_cut_in_half_is_left_out(tmp_path):
 
     path = tmp_path / "cut.jt"
     w = StreamWriter(path, [("gpu0.energy_j", True)], {"source": "sim"}, commit_every=3)
-    for k in range(5):  # a commit after flush 3: rows 0-299 in the main file, 300-499 in the journal
+    for k in range(5):  # a commit after flush 3: rows 0-299 in the part file, 300-499 in the journal
         i = np.arange(100 * k, 100 * (k + 1))
         w.append("samples", {"t_ns": i * 1000, "t_before_ns": i * 1000 - 5, "t_after_ns": i * 1000 + 5,
                              "seq": i.astype(np.uint64), "status": np.zeros(100, np.int32),
                              "gpu0.energy_j": i * 0.5})
         w.flush()
-    (journal,) = [p for p in os.listdir(path) if p.startswith("samples.journal-")]
-    assert journal == "samples.journal-300.arrows"
+    (journal,) = [p for p in os.listdir(path / "samples") if p.startswith("_journal-")]
+    assert journal == "_journal-000000-300.arrows"
+    journal = os.path.join("samples", journal)
     size = os.path.getsize(path / journal)
     with open(path / journal, "r+b") as f:  # the last flush, cut in half
         f.truncate(size - 300)
@@ -292,4 +293,56 @@ def test_a_program_that_exits_without_stopping_ends_its_recording_normally(tmp_p
     assert r.returncode == 0, r.stderr
     rec = jouletrace.load(out)
     assert rec.metadata["stream"]["ended"] == "normally" and rec.metadata["stream"]["polls"] > 300
-    assert not [p for p in os.listdir(out) if ".journal-" in p]
+    assert not [p for _, _, files in os.walk(out) for p in files if "journal-" in p]
+
+
+def test_clock_pairs_stay_bounded_and_convert_as_with_every_pair(make_sim, tmp_path):
+    """A long run's clock pairs, fed faster than real time (a pair per 1,000 polls, as at 1 kHz): the
+    streaming writer writes them all out and holds only those its recent view needs; conversions of
+    that view equal those through every pair, within the uncertainty the alignment states."""
+    from jouletrace.energy.recording import _nearest
+    from jouletrace.kernels.alignment import _pairs_uncertainty
+
+    path = tmp_path / "pairs.jt"
+    from jouletrace.energy.stream import Streamer
+
+    s = jouletrace.Sampler("sim", sim=make_sim(), rate_hz=1000)
+    s.stream = st = Streamer(s, path, keep_s=5.0)  # what start() makes, driven here without its thread
+    nat = s._native
+    epoch, m0 = 1_700_000_000 * 10**9, 0
+    rng = np.random.default_rng(5)
+    every: list[tuple[int, int, int]] = []
+    held_most = 0
+    for k in range(800):  # 800 "seconds": 800 k polls (1 us apart in injected time) and 800 pairs
+        mono = m0 + k * 1_000_000 + 500_000
+        unc = int(rng.integers(30, 200))
+        # The wall clock slews (NTP) by 2 us per pair, then steps by 1 ms once.
+        real = mono + epoch + 2_000 * k + (1_000_000 if k >= 500 else 0) + int(rng.integers(-unc // 2, unc // 2 + 1))
+        nat.inject_for_test(1000)
+        nat.add_clock_pair_for_test(mono, real, unc)
+        every.append((mono, real, unc))
+        st.tick(final=False)
+        assert st.error is None
+        held_most = max(held_most, len(nat.clock_pairs(0)))
+    assert nat.clock_pairs_taken == 800 and nat.clock_pairs_released > 780
+    assert held_most <= 8  # keep_s = 5 "seconds" of polls: about 5 pairs, plus the one before them
+    full = np.array(every, dtype=np.int64)
+    rec = s.recording()
+    assert rec.metadata["stream"]["first_poll"] > 790_000
+    np.testing.assert_array_equal(rec.clock_pairs, full[nat.clock_pairs_released:])
+    q = np.asarray(rec.t_ns)
+    want = q + (full[:, 1] - full[:, 0])[_nearest(full[:, 0], q)]
+    got = rec.to_epoch_ns(q)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(rec.to_monotonic_ns(want), q)
+    # Within the stated uncertainty of the truth (the wall clock without the pairs' read noise).
+    truth = q + epoch + 2_000 * ((q - m0 - 500_000) / 1_000_000) + 1_000_000
+    stated, _ = _pairs_uncertainty(rec.clock_pairs, int(got.min()), int(got.max()))
+    assert np.abs(got - truth).max() <= stated
+    st.finish({"source": "sim"})
+    back = jouletrace.load(path)
+    np.testing.assert_array_equal(back.clock_pairs, full)  # the file keeps every pair
+    assert len(back) == 800_000
+    np.testing.assert_array_equal(back.to_epoch_ns(q), want)
+    with pytest.raises(InvalidArgumentError, match="uncertainty_ns"):
+        nat.add_clock_pair_for_test(0, 0, -1)

@@ -128,6 +128,16 @@ void bind_sampler(py::module_& m) {
              return a;
            },
            py::arg("start") = 0)
+      .def_property_readonly("clock_pairs_taken", &Sampler::clock_pairs_taken)
+      .def_property_readonly("clock_pairs_released", &Sampler::clock_pairs_released)
+      .def("release_clock_pairs_before", &Sampler::release_clock_pairs_before, py::arg("n"),
+           "Give back clock pairs [0, n) (numbered from the first taken); clock_pairs(start) leaves them out")
+      .def("add_clock_pair_for_test",
+           [](Sampler& s, std::int64_t mono, std::int64_t real, std::int64_t unc) {
+             if (unc < 0) throw InvalidArgument("add_clock_pair_for_test: uncertainty_ns must be >= 0");
+             s.add_clock_pair_for_test(ClockPair{mono, real, unc});
+           },
+           py::arg("monotonic_ns"), py::arg("realtime_ns"), py::arg("uncertainty_ns"))
       .def("columns", &columns,
            "Read-only numpy views of every published record (no copy; the views keep the memory alive)");
 

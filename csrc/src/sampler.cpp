@@ -254,10 +254,37 @@ void Sampler::add_clock_pair() {
   last_clock_pair_ns_ = p.monotonic_ns;
 }
 
+void Sampler::add_clock_pair_for_test(const ClockPair& p) {
+  std::lock_guard<std::mutex> lock(clock_mutex_);
+  clock_pairs_.push_back(p);
+}
+
 std::vector<ClockPair> Sampler::clock_pairs(std::size_t start) const {
   std::lock_guard<std::mutex> lock(clock_mutex_);
-  if (start >= clock_pairs_.size()) return {};
-  return std::vector<ClockPair>(clock_pairs_.begin() + static_cast<std::ptrdiff_t>(start), clock_pairs_.end());
+  const std::size_t from = start > clock_pairs_released_ ? start - clock_pairs_released_ : 0;
+  if (from >= clock_pairs_.size()) return {};
+  return std::vector<ClockPair>(clock_pairs_.begin() + static_cast<std::ptrdiff_t>(from), clock_pairs_.end());
+}
+
+std::size_t Sampler::clock_pairs_taken() const {
+  std::lock_guard<std::mutex> lock(clock_mutex_);
+  return clock_pairs_released_ + clock_pairs_.size();
+}
+
+std::size_t Sampler::clock_pairs_released() const {
+  std::lock_guard<std::mutex> lock(clock_mutex_);
+  return clock_pairs_released_;
+}
+
+void Sampler::release_clock_pairs_before(std::size_t n) {
+  std::lock_guard<std::mutex> lock(clock_mutex_);
+  if (n <= clock_pairs_released_) return;
+  const std::size_t k = std::min(n - clock_pairs_released_, clock_pairs_.size());
+  clock_pairs_.erase(clock_pairs_.begin(), clock_pairs_.begin() + static_cast<std::ptrdiff_t>(k));
+  clock_pairs_released_ += k;
+  // The capacity follows what is held (erase keeps it): a vector grown over a long span without
+  // releases gives its memory back once released.
+  if (clock_pairs_.capacity() > 2 * clock_pairs_.size() + 1024) clock_pairs_.shrink_to_fit();
 }
 
 void Sampler::sleep_until(std::int64_t deadline_ns) const noexcept {

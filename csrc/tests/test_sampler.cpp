@@ -150,6 +150,28 @@ void storage_bound() {
   for (std::size_t i = 0; i < 100; ++i) CHECK(s.store()->seq()[i] == i);
 }
 
+// Clock pairs released by a streaming writer: numbering stays absolute, memory follows what is held.
+void clock_pair_release() {
+  SamplerConfig c;
+  c.rate_hz = 1000;
+  Sampler s(std::make_unique<CountingSource>(), c);
+  for (std::int64_t i = 0; i < 100000; ++i) {  // ~28 h of pairs, a second apart
+    s.add_clock_pair_for_test(ClockPair{i * 1'000'000'000, i * 1'000'000'000 + 7, 40});
+    if (i % 500 == 499) s.release_clock_pairs_before(static_cast<std::size_t>(i) - 10);
+  }
+  CHECK(s.clock_pairs_taken() == 100000);
+  CHECK(s.clock_pairs_released() == 99989);
+  const auto held = s.clock_pairs(0);
+  CHECK(held.size() == 11);
+  CHECK(held.front().monotonic_ns == 99989LL * 1'000'000'000);
+  CHECK(s.clock_pairs(99990).size() == 10 && s.clock_pairs(99990).front().monotonic_ns == 99990LL * 1'000'000'000);
+  CHECK(s.clock_pairs(100000).empty());
+  s.release_clock_pairs_before(10);  // already released: nothing happens
+  CHECK(s.clock_pairs_released() == 99989);
+  s.release_clock_pairs_before(1'000'000);  // past the end: every pair held so far
+  CHECK(s.clock_pairs_released() == 100000 && s.clock_pairs(0).empty());
+}
+
 // The sampler thread shares one CPU with a busy thread, so the scheduler stalls
 // it for whole time slices (milliseconds, many periods). After each stall the
 // next read must still come at least half a period after the one before (no
@@ -199,6 +221,7 @@ int main() {
   stalled_consumer();
   error_slot();
   storage_bound();
+  clock_pair_release();
   std::printf("test_sampler: ok\n");
   return 0;
 }

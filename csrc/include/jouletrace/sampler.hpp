@@ -80,8 +80,18 @@ class Sampler {
   std::uint64_t dropped_storage() const noexcept { return dropped_storage_.load(std::memory_order_relaxed); }
   std::uint64_t missed_deadlines() const noexcept { return missed_.load(std::memory_order_relaxed); }
   const ErrorSlot& errors() const noexcept { return errors_; }
-  // Pairs [start, end) taken so far (a streaming writer asks only for the new ones).
+  // Pairs [start, end) taken so far, numbered from the first pair ever taken (a streaming writer
+  // asks only for the new ones); pairs released are left out.
   std::vector<ClockPair> clock_pairs(std::size_t start = 0) const;
+  // Pairs taken in all, and how many of the first were released (held: [released, taken)).
+  std::size_t clock_pairs_taken() const;
+  std::size_t clock_pairs_released() const;
+  // Give back pairs [0, n) (clamped to those taken): a pair a second grows without bound
+  // (24 bytes each, ~14 MB a week); a streaming writer that wrote them out keeps only those its
+  // in-memory view converts with. Any thread but the sampler's (which never touches the pairs).
+  void release_clock_pairs_before(std::size_t n);
+  // Test hook: record `p` as if taken now (a long run's pairs in no time).
+  void add_clock_pair_for_test(const ClockPair& p);
 
  private:
   void sample_loop() noexcept;
@@ -116,6 +126,7 @@ class Sampler {
 
   mutable std::mutex clock_mutex_;
   std::vector<ClockPair> clock_pairs_;
+  std::size_t clock_pairs_released_ = 0;  // clock_pairs_[0] is pair number clock_pairs_released_
   std::int64_t last_clock_pair_ns_ = 0;  // drain thread only
 
   // Fork handshake (seq_cst, a Dekker pair): fork_prepare sets fork_hold_ then

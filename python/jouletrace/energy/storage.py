@@ -170,7 +170,7 @@ def load(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> Recor
     if os.path.isdir(path):
         if not stream.is_stream(path):
             raise RecordingFormatError(f"{path} is a folder, not a recording (a streamed recording's folder "
-                                       "holds metadata.json and samples.arrows)")
+                                       "holds metadata.json and a samples folder)")
         return _load_stream(path, budget)
     with open_regular(path, RecordingFormatError, "recording") as fh:
         if fh.read(6) == b"\x93NUMPY":

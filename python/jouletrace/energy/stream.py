@@ -1,48 +1,68 @@
 """Recordings streamed to disk as they are made: crash-safe, compacted, readable by other tools.
 
-Layout (``jouletrace.stream``, schema version 1)
+Layout (``jouletrace.stream``, schema version 2)
 ================================================
 
 A recording is a folder (customary suffix ``.jt``) that only grows while the run
-goes on; every file but the two small JSON files is append-only:
+goes on. Each table is a folder of parts, one per segment (a segment is one
+start..stop of the sampler: ``part-000000.arrow``, then ``part-000001.arrow``
+after a restart, ...):
 
-=====================  ==========================================================
-file                   content
-=====================  ==========================================================
-``metadata.json``      at the start: ``format`` = ``"jouletrace.stream"``,
-                       ``schema_version``, ``channels`` (``{"name", "cumulative"}``),
-                       ``compacted``, and the recording's metadata at the start
-``samples.arrows``     Apache Arrow IPC *stream*: ``t_ns``, ``t_before_ns``,
-                       ``t_after_ns`` (int64, CLOCK_MONOTONIC ns), ``seq``
-                       (uint64), ``status`` (int32), then one float64 column per
-                       channel, named as the channel (``gpu0.energy_j``)
-``clock_pairs.arrows`` ``monotonic_ns``, ``realtime_ns``, ``uncertainty_ns`` (int64)
-``windows.arrows``     ``name`` (string), ``t0_ns``, ``t1_ns`` (int64), ``work_json``
-                       (string, JSON object or empty)
-``stats.arrows``       one row per flush: ``t_ns``, ``polls`` (samples read and
-                       stored in memory), ``rows`` (samples written), ``reads``,
-                       ``dropped_ring``, ``dropped_storage``, ``missed_deadlines``
-``end.json``           written when the run ends normally (atomically): the final
-                       metadata (windows with their energies, the command, its
-                       exit status). Without it the run ended abnormally.
-=====================  ==========================================================
+===============================  ==========================================================
+file                             content
+===============================  ==========================================================
+``metadata.json``                at the start: ``format`` = ``"jouletrace.stream"``,
+                                 ``schema_version``, ``channels`` (``{"name", "cumulative"}``),
+                                 ``compacted``, and the recording's metadata at the start
+``samples/part-NNNNNN.arrow``    ``t_ns``, ``t_before_ns``, ``t_after_ns`` (int64,
+                                 CLOCK_MONOTONIC ns), ``seq`` (uint64), ``status`` (int32),
+                                 then one float64 column per channel, named as the channel
+                                 (``gpu0.energy_j``)
+``clock_pairs/part-NNNNNN.arrow`` ``monotonic_ns``, ``realtime_ns``, ``uncertainty_ns`` (int64)
+``windows/part-NNNNNN.arrow``    ``name`` (string), ``t0_ns``, ``t1_ns`` (int64), ``work_json``
+                                 (string, JSON object or empty)
+``stats/part-NNNNNN.arrow``      one row per flush: ``t_ns``, ``polls`` (samples read and
+                                 stored in memory), ``rows`` (samples written), ``reads``,
+                                 ``dropped_ring``, ``dropped_storage``, ``missed_deadlines``
+``TABLE/_journal-NNNNNN-R.arrows`` the rows of segment NNNNNN since its last commit (R = rows
+                                 in its part then), an Arrow IPC stream; only while recording
+                                 or after a crash
+``end.json``                     written when the run ends normally (atomically): the final
+                                 metadata (windows with their energies, the command, its
+                                 exit status). Without it the run ended abnormally.
+===============================  ==========================================================
 
-With compaction (the default) ``samples.arrows`` holds only the polls that say
+Each part is an Apache Arrow IPC *file* written as it goes: its 8-byte magic, the
+schema and every committed batch at once, its footer when the segment closes
+(stop, end of run). A closed part is a complete IPC file, so
+``pyarrow.dataset.dataset("run.jt/samples", format="arrow")`` (which skips names
+starting with ``_``) reads every row of every segment, and so do DuckDB (on that
+dataset), ``pandas.read_feather`` and ``polars.scan_ipc`` on ``part-*.arrow``. The part of
+a segment still being written, or of a killed run, has no footer yet: it reads as
+an IPC stream after the magic (``f.seek(8); pyarrow.ipc.open_stream(f)``), and the
+rows since its last commit are in its journal; :func:`read_stream` merges both.
+
+Schema version 1 (jouletrace before this layout; still read): one ``TABLE.arrows``
+IPC stream per table in the folder itself, a new stream segment appended to it at
+each restart, journals ``TABLE.journal-R.arrows``.
+
+With compaction (the default) the samples hold only the polls that say
 something the others do not (:mod:`jouletrace.energy.compact`): every result
 jouletrace computes is the same as on every poll. ``compact=False`` keeps every poll.
 
-A writer thread drains the sampler every ``flush_s`` (0.5 s), appends one record
-batch per file (zstd-compressed buffers), flushes and fsyncs: a run killed at any
-instant (SIGKILL, OOM killer, power loss) leaves every batch before the last
-flush readable; a batch cut in half is ignored. Each Arrow file can be read
-without jouletrace (``pyarrow.ipc.open_stream``, ``pandas``, ``polars.read_ipc_stream``,
-DuckDB through pyarrow; :func:`to_parquet` writes one Parquet file for Spark).
+A writer thread drains the sampler every ``flush_s`` (0.5 s), appends the new rows
+to each journal (zstd-compressed buffers), flushes and fsyncs; every ``commit_s``
+(60 s) it writes them as one batch into the part: a run killed at any instant
+(SIGKILL, OOM killer, power loss) leaves every batch before the last flush
+readable; a batch cut in half is ignored. :func:`to_parquet` writes one Parquet
+file for Spark.
 The sampler thread is never touched: the writer reads the published, immutable
 part of the zero-copy columns.
 
 Bounded memory: after writing, the writer gives back the memory of samples older
 than ``keep_s`` (600 s) of the native columns (whole pages,
-``ColumnStore::release_before``). :meth:`jouletrace.Sampler.recording` of a
+``ColumnStore::release_before``), and the clock pairs (one a second) written out
+before the last one at or before the first sample kept (``Sampler::release_clock_pairs_before``). :meth:`jouletrace.Sampler.recording` of a
 streaming sampler then covers the recent ``keep_s`` only (its metadata says from
 where: ``stream.first_poll``); a view taken earlier reads zeros over the span given
 back since. The whole run is the file: ``jouletrace.load(path)``.
@@ -71,10 +91,14 @@ __all__ = ["FORMAT", "SCHEMA_VERSION", "StreamWriter", "Streamer", "is_stream", 
            "to_parquet", "require_pyarrow"]
 
 FORMAT = "jouletrace.stream"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _COLS = (("t_ns", "int64"), ("t_before_ns", "int64"), ("t_after_ns", "int64"), ("seq", "uint64"),
          ("status", "int32"))
 _JOURNAL_RE = re.compile(r"^(samples|clock_pairs|windows|stats)\.journal-(\d{1,18})\.arrows$")
+#: Schema 2: NAME/part-SEGMENT.arrow (Arrow IPC file) and NAME/_journal-SEGMENT-START.arrows.
+_PART_RE = re.compile(r"^part-(\d{6,18})\.arrow$")
+_PART_JOURNAL_RE = re.compile(r"^_journal-(\d{6,18})-(\d{1,18})\.arrows$")
+_MAGIC = b"ARROW1\0\0"
 _STATS = ("t_ns", "polls", "rows", "reads", "dropped_ring", "dropped_storage", "missed_deadlines")
 
 
@@ -142,12 +166,16 @@ class StreamWriter:
             "stats": pa.schema([(n, i64) for n in _STATS]),
         }
         self._pa = pa
-        #: Flushes between commits into the main files (120 flushes of 0.5 s: a minute).
+        #: Flushes between commits into the part files (120 flushes of 0.5 s: a minute).
         self.commit_every = max(1, int(commit_every))
         self._tables: dict[str, _Table] = {}
         self.rows = 0
         self._flushes = 0
-        self._open(append=False)
+        #: The segment being written (0, then one more at each reopen()).
+        self.segment = 0
+        for name in self._schemas:
+            os.mkdir(os.path.join(self.path, name))
+        self._open()
         # pyarrow imports some of its helpers (pandas') on first use; at interpreter exit, when a
         # stream may still have to be ended, imports can fail: make that first use now.
         for schema in self._schemas.values():
@@ -155,14 +183,14 @@ class StreamWriter:
                                               else [], type=f.type) for f in schema], schema=schema)
             pa.Table.from_batches([empty], schema=schema).combine_chunks().to_batches()
 
-    def _open(self, append: bool) -> None:
+    def _open(self) -> None:
         opts = self._pa.ipc.IpcWriteOptions(compression="zstd")
         for name, schema in self._schemas.items():
-            self._tables[name] = _Table(self._pa, self.path, name, schema, opts, append=append)
+            self._tables[name] = _Table(self._pa, self.path, name, schema, opts, segment=self.segment)
 
     def append(self, name: str, cols: dict[str, Any]) -> None:
         """Rows of table ``name`` (``samples``, ``clock_pairs``, ``windows``, ``stats``): into its journal now,
-        into its main file at the next commit."""
+        into its part at the next commit."""
         schema = self._schemas[name]
         n = len(cols[schema[0].name])
         if n == 0:
@@ -174,7 +202,7 @@ class StreamWriter:
             self.rows += n
 
     def flush(self) -> None:
-        """Everything appended so far on disk (journals fsynced); every ``commit_s`` into the main files."""
+        """Everything appended so far on disk (journals fsynced); every ``commit_s`` into the part files."""
         self._flushes += 1
         if self._flushes % self.commit_every == 0:
             self.commit()
@@ -195,39 +223,41 @@ class StreamWriter:
         _write_json(os.path.join(self.path, "end.json"), {"format": FORMAT, "metadata": metadata})
 
     def reopen(self) -> None:
-        """The run goes on after an end(): each file gets a new stream segment, and a crash
-        from now on is an abnormal end again. (pyarrow reads one segment per ``open_stream``;
-        :func:`read_stream` reads them all.)"""
+        """The run goes on after an end(): each table gets a new part file (the next segment), and a
+        crash from now on is an abnormal end again. The parts closed before stay complete Arrow IPC
+        files, so other tools read every segment (``pyarrow.dataset.dataset("run.jt/samples", format="arrow")``)."""
         try:
             os.unlink(os.path.join(self.path, "end.json"))
         except FileNotFoundError:
             pass
         if not self._tables:
-            self._open(append=True)
+            self.segment += 1
+            self._open()
 
     def close(self) -> None:
-        """Commit, write each stream's end marker, fsync, close, remove the journals (idempotent)."""
+        """Commit, write each part's footer (a complete Arrow IPC file), fsync, close, remove the journals
+        (idempotent)."""
         for t in self._tables.values():
             t.close()
         self._tables = {}
 
 
 class _Table:
-    """One table: a main Arrow stream that gets one batch per commit (large batches compress well:
-    a per-flush batch of a few rows would cost more in Arrow's per-batch framing than its data), and
-    a journal (``NAME.journal-START.arrows``, START = rows in the main file when it was opened) that gets
-    every flush's rows at once, fsynced, so a crash loses nothing that was flushed. After each commit
-    the journal starts again and the old one is removed."""
+    """One table of one segment: a part file ``NAME/part-SEGMENT.arrow`` (an Arrow IPC *file*: its
+    batches are written as they come and its footer when the segment closes) that gets one batch per
+    commit (large batches compress well: a per-flush batch of a few rows would cost more in Arrow's
+    per-batch framing than its data), and a journal (``NAME/_journal-SEGMENT-START.arrows``, an Arrow IPC
+    stream, START = rows in the part when it was opened) that gets every flush's rows at once, fsynced,
+    so a crash loses nothing that was flushed. After each commit the journal starts again and the old
+    one is removed. Until its footer is written a part is the bytes of an IPC file without the footer:
+    its 8-byte magic, then an IPC stream, which :func:`read_stream` reads up to the last whole batch."""
 
-    def __init__(self, pa: Any, folder: str, name: str, schema: Any, opts: Any, *, append: bool) -> None:
-        self.pa, self.folder, self.name, self.schema, self.opts = pa, folder, name, schema, opts
-        flag = os.O_APPEND if append else os.O_EXCL
-        fd = os.open(os.path.join(folder, f"{name}.arrows"), os.O_WRONLY | os.O_CREAT | flag, 0o666)
-        self.file = os.fdopen(fd, "ab" if append else "wb")
-        self.writer = pa.ipc.new_stream(self.file, schema, options=opts)
+    def __init__(self, pa: Any, folder: str, name: str, schema: Any, opts: Any, *, segment: int) -> None:
+        self.pa, self.dir, self.schema, self.opts, self.segment = pa, os.path.join(folder, name), schema, opts, segment
+        fd = os.open(os.path.join(self.dir, f"part-{segment:06d}.arrow"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        self.file = os.fdopen(fd, "wb")
+        self.writer = pa.ipc.new_file(self.file, schema, options=opts)
         self.committed = 0
-        if append:  # rows already there (a restart): the reader counts them the same way
-            self.committed = _count_rows(pa, os.path.join(folder, f"{name}.arrows"))
         self.pending: list[Any] = []
         self.dirty = False
         self._jfile: Any = None
@@ -237,7 +267,7 @@ class _Table:
 
     def _new_journal(self) -> None:
         old_file, old_writer, old_path = self._jfile, self._jwriter, self._jpath
-        self._jpath = os.path.join(self.folder, f"{self.name}.journal-{self.committed}.arrows")
+        self._jpath = os.path.join(self.dir, f"_journal-{self.segment:06d}-{self.committed}.arrows")
         fd = os.open(self._jpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         self._jfile = os.fdopen(fd, "wb")
         self._jwriter = self.pa.ipc.new_stream(self._jfile, self.schema, options=self.opts)
@@ -265,7 +295,7 @@ class _Table:
         for b in table.to_batches():
             self.writer.write_batch(b)
         self.file.flush()
-        os.fsync(self.file.fileno())  # in the main file before the journal that held it goes
+        os.fsync(self.file.fileno())  # in the part before the journal that held it goes
         self.committed += table.num_rows
         self.pending = []
         self._new_journal()
@@ -273,27 +303,13 @@ class _Table:
 
     def close(self) -> None:
         self.commit()
-        self.writer.close()
+        self.writer.close()  # the footer: from now on a complete Arrow IPC file
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
         self._jwriter.close()
         self._jfile.close()
         os.unlink(self._jpath)
-
-
-def _count_rows(pa: Any, path: str) -> int:
-    n = 0
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        while f.tell() < size:
-            try:
-                r = pa.ipc.open_stream(f)
-                for b in r:
-                    n += b.num_rows
-            except (pa.ArrowInvalid, OSError):
-                break
-    return n
 
 
 class Streamer:
@@ -428,6 +444,21 @@ class Streamer:
             if target > self.view_start:
                 nat.release_before(target)
                 self.view_start = target
+            if self.view_start > 0:
+                self._release_pairs(int(np.asarray(cols["t_ns"][self.view_start:self.view_start + 1])[0]))
+
+    def _release_pairs(self, t_first: int) -> None:
+        """Give back the clock pairs written out that the in-memory view no longer converts with: all
+        before the last one at or before its first poll ``t_first`` (the pair nearest to any time from
+        ``t_first`` on is then still held, so ``recording().to_epoch_ns`` gives what it gave with every
+        pair). Memory for the pairs then stays bounded by ``keep_s`` (a pair a second), like the samples'."""
+        nat = self.native
+        base = int(nat.clock_pairs_released)
+        held = nat.clock_pairs(base)
+        i = int(np.searchsorted(held[:, 0], t_first, side="right")) - 1 if len(held) else -1
+        upto = min(base + max(i, 0), self.pairs)
+        if upto > base:
+            nat.release_clock_pairs_before(upto)
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -446,22 +477,26 @@ class StreamParts:
 
 
 def _iter_batches(pa: Any, fh: Any, name: str, parts: StreamParts, bad: Callable[[str], Exception],
-                  schema_out: list[Any]) -> Iterator[Any]:
-    """Every batch of every stream segment in ``fh``, up to a cut (then ``name`` is marked truncated).
+                  schema_out: list[Any], *, single: bool = False) -> Iterator[Any]:
+    """Every batch of every stream segment in ``fh`` from where it stands (``single``: of the first
+    segment only, as in an IPC file's body), up to a cut (then ``name`` is marked truncated).
     Read as they are consumed; the schema is put in ``schema_out[0]``."""
     size = os.fstat(fh.fileno()).st_size
+    origin = fh.tell()
     schema: Any = None
     while fh.tell() < size:
         start = fh.tell()
         try:
             reader = pa.ipc.open_stream(fh)
         except (pa.ArrowInvalid, OSError, EOFError) as e:
-            if schema is None and start == 0 and size > 64 * 1024:
+            if schema is None and start == origin and size - origin > 64 * 1024:
                 raise bad(f"{name} is not an Arrow IPC stream ({e})") from None
             parts.truncated.append(name)  # killed while writing a schema
             break
         if schema is not None and not reader.schema.equals(schema):
             raise bad(f"{name} changes its columns between segments")
+        if schema_out[0] is not None and not reader.schema.equals(schema_out[0]):
+            raise bad(f"{name} has other columns than the parts before it")
         schema = reader.schema
         schema_out[:] = [schema]
         while True:
@@ -473,7 +508,7 @@ def _iter_batches(pa: Any, fh: Any, name: str, parts: StreamParts, bad: Callable
                 parts.truncated.append(name)  # the batch being written when the run was killed
                 return
             yield b
-        if fh.tell() == start:  # pragma: no cover  (a reader that consumed nothing: never loop)
+        if single or fh.tell() == start:  # an IPC file's footer follows; a reader that consumed nothing
             break
 
 
@@ -486,31 +521,21 @@ def _journals(path: str) -> dict[str, list[tuple[int, str]]]:
     return journals
 
 
-def iter_table(pa: Any, path: str, name: str, journals: dict[str, list[tuple[int, str]]],
-               open_file: Callable[[str], Any], parts: StreamParts, bad: Callable[[str], Exception],
-               schema_out: list[Any]) -> Iterator[Any]:
-    """The batches of table ``name``: its main file's, then the rows of its journals past them
-    (a run killed between commits). Read as they are consumed."""
-    p = os.path.join(path, f"{name}.arrows")
-    if not os.path.exists(p):
-        parts.truncated.append(name)
-        return
-    have = 0
-    with open_file(p) as fh:
-        for b in _iter_batches(pa, fh, name, parts, bad, schema_out):
-            have += b.num_rows
-            yield b
-    for start, entry in sorted(journals.get(name, [])):
-        if start > have:  # a gap: the main file lost a committed batch (cut short)
+def _journal_rows(pa: Any, folder: str, name: str, label: str, journals: list[tuple[int, str]], have: int,
+                  open_file: Callable[[str], Any], parts: StreamParts, bad: Callable[[str], Exception],
+                  schema_out: list[Any]) -> Iterator[Any]:
+    """The rows of ``journals`` (``(start row, file)``) past the ``have`` rows already read."""
+    for start, entry in sorted(journals):
+        if start > have:  # a gap: the part (or schema 1 main file) lost a committed batch (cut short)
             parts.truncated.append(name)
             break
         jschema: list[Any] = [None]
-        with open_file(os.path.join(path, entry)) as fh:
+        with open_file(os.path.join(folder, entry)) as fh:
             jb = list(_iter_batches(pa, fh, name, parts, bad, jschema))
         if jschema[0] is None:
             continue
         if schema_out[0] is not None and not jschema[0].equals(schema_out[0]):
-            raise bad(f"{entry} has other columns than {name}.arrows")
+            raise bad(f"{entry} has other columns than {label}")
         if schema_out[0] is None:
             schema_out[:] = [jschema[0]]
         skip = have - start
@@ -524,6 +549,59 @@ def iter_table(pa: Any, path: str, name: str, journals: dict[str, list[tuple[int
             yield b
 
 
+def iter_table(pa: Any, path: str, name: str, open_file: Callable[[str], Any], parts: StreamParts,
+               bad: Callable[[str], Exception], schema_out: list[Any]) -> Iterator[Any]:
+    """The batches of table ``name``, segment after segment: each part's (or, schema 1, its main
+    file's), then the rows of its journals past them (a run killed between commits). Read as they
+    are consumed."""
+    folder = os.path.join(path, name)
+    if not os.path.isdir(folder):  # schema 1: NAME.arrows (a stream segment per start), NAME.journal-N.arrows
+        p = os.path.join(path, f"{name}.arrows")
+        if not os.path.exists(p):
+            parts.truncated.append(name)
+            return
+        have = 0
+        with open_file(p) as fh:
+            for b in _iter_batches(pa, fh, name, parts, bad, schema_out):
+                have += b.num_rows
+                yield b
+        yield from _journal_rows(pa, path, name, f"{name}.arrows", _journals(path).get(name, []), have,
+                                 open_file, parts, bad, schema_out)
+        return
+    files: dict[int, str] = {}
+    journals: dict[int, list[tuple[int, str]]] = {}
+    for entry in os.listdir(folder):
+        m = _PART_RE.match(entry)
+        if m:
+            files[int(m.group(1))] = entry
+            continue
+        m = _PART_JOURNAL_RE.match(entry)
+        if m:
+            journals.setdefault(int(m.group(1)), []).append((int(m.group(2)), entry))
+    if not files:
+        parts.truncated.append(name)
+        return
+    for seg in sorted(set(files) | set(journals)):
+        entry = files.get(seg, "")
+        if not entry:  # a journal without its part: cannot be (the part is made first)
+            parts.truncated.append(name)
+            return
+        have = 0
+        with open_file(os.path.join(folder, entry)) as fh:
+            magic = fh.read(len(_MAGIC))
+            if magic != _MAGIC:
+                if not _MAGIC.startswith(magic):
+                    raise bad(f"{name}/{entry} is not an Arrow IPC file")
+                if magic:
+                    parts.truncated.append(name)  # killed while writing the magic
+            else:
+                for b in _iter_batches(pa, fh, name, parts, bad, schema_out, single=True):
+                    have += b.num_rows
+                    yield b
+        yield from _journal_rows(pa, folder, name, f"{name}/{entry}", journals.get(seg, []), have,
+                                 open_file, parts, bad, schema_out)
+
+
 def check_samples_schema(schema: Any, chans: list[dict[str, Any]], bad: Callable[[str], Exception]) -> None:
     """The sample columns a streamed recording must have, with their types."""
     if schema is None:
@@ -532,7 +610,7 @@ def check_samples_schema(schema: Any, chans: list[dict[str, Any]], bad: Callable
     got = {f.name: str(f.type) for f in schema}
     for col, t in want.items():
         if got.get(col) != t:
-            raise bad(f"samples.arrows column {col!r} is {got.get(col, 'missing')}, expected {t}")
+            raise bad(f"the samples' column {col!r} is {got.get(col, 'missing')}, expected {t}")
 
 
 def read_stream(path: str, budget: int, open_file: Callable[[str], Any], bad: Callable[[str], Exception],
@@ -570,12 +648,10 @@ def read_stream(path: str, budget: int, open_file: Callable[[str], Any], bad: Ca
         raise bad("metadata.json has a malformed channel list")
     want = dict(_COLS) | {c["name"]: "double" for c in chans}
 
-    journals = _journals(path)
-
     def table(name: str) -> tuple[Any, list[Any]]:
         schema: list[Any] = [None]
         batches = []
-        for b in iter_table(pa, path, name, journals, open_file, parts, bad, schema):
+        for b in iter_table(pa, path, name, open_file, parts, bad, schema):
             left[0] -= b.nbytes
             if left[0] < 0:
                 raise too_big(name)
@@ -638,7 +714,7 @@ def iter_samples(path: str, channels: Sequence[str], open_file: Callable[[str], 
             last_t = int(t[-1])
         return out
 
-    for b in iter_table(pa, path, "samples", _journals(path), open_file, parts, bad, schema):
+    for b in iter_table(pa, path, "samples", open_file, parts, bad, schema):
         if not pending:
             check_samples_schema(schema[0], chans, bad)
         pending.append(b)
@@ -653,7 +729,7 @@ def iter_samples(path: str, channels: Sequence[str], open_file: Callable[[str], 
 def to_parquet(rec: Any, out: str | os.PathLike[str]) -> str:
     """Write a recording's samples (``jouletrace.load(stream_path)``) as one Parquet file, for Spark.
 
-    The columns are those of ``samples.arrows``; the metadata is kept in the file's
+    The columns are those of the samples' parts; the metadata is kept in the file's
     key-value metadata under ``jouletrace``. Written safely (temporary, then renamed).
     """
     require_pyarrow()
