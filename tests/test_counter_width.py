@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import jouletrace
+from jouletrace.energy.blocks import BlockRecording
 from jouletrace.energy.recording import Recording
 from jouletrace.errors import RecordingFormatError
 from jouletrace.sampling.counters import CounterWidth, counter_width, inferred
@@ -85,7 +86,8 @@ def test_nvml_energy_is_a_64_bit_millijoule_counter_and_levels_have_none(make_si
 
 
 def _paused_sim_recording(make_sim, monkeypatch) -> Recording:
-    monkeypatch.setattr(Recording, "PAUSE_WRAP_RISK_NS", 50_000_000)
+    for cls in (Recording, BlockRecording):
+        monkeypatch.setattr(cls, "PAUSE_WRAP_RISK_NS", 50_000_000)
     s = jouletrace.Sampler("sim", rate_hz=500, sim=make_sim(update_period_s=0.005))
     with s:
         _wait(s, 20)
@@ -98,12 +100,14 @@ def _paused_sim_recording(make_sim, monkeypatch) -> Recording:
 def test_the_pause_flag_follows_the_published_width_not_the_source_name(make_sim, monkeypatch):
     rec = _paused_sim_recording(make_sim, monkeypatch)
     a, b = int(rec.t_ns[5]), int(rec.t_ns[-5])
-    assert "spans_unsampled_pause" not in rec.energy(a, b).flags  # 64-bit: cannot wrap unseen
+    for r in (rec, BlockRecording.of(rec, rows=64)):  # in memory, and block by block
+        assert "spans_unsampled_pause" not in r.energy(a, b).flags  # 64-bit: cannot wrap unseen
     rec.metadata["source"] = "rapl-msr"  # the name says nothing any more
     assert "spans_unsampled_pause" not in rec.energy(a, b).flags
     rec.metadata["counters"]["gpu0.energy_j"]["counter_bits"] = 32  # a narrow counter does
-    m = rec.energy(a, b)
-    assert "spans_unsampled_pause" in m.flags and m.uncertainty_j["gpu0"] == float("inf")
+    for r in (rec, BlockRecording.of(rec, rows=64)):
+        m = r.energy(a, b)
+        assert "spans_unsampled_pause" in m.flags and m.uncertainty_j["gpu0"] == float("inf")
 
 
 def test_saved_and_streamed_recordings_keep_the_widths(make_sim, tmp_path):

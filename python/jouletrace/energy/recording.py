@@ -366,9 +366,11 @@ class Recording:
     PAUSE_WRAP_RISK_NS = 1_000_000_000
 
     def _may_wrap_unseen(self, channel: str) -> bool:
-        """Whether the counter can wrap while nothing reads it (its source says how wide it is)."""
-        width = self.counter_width(channel) if channel in self._values else None
-        return width is not None and width.wraps
+        """Whether the counter can wrap while nothing reads it (its source says how wide it is).
+
+        Reads only ``_cumulative`` and ``metadata`` (a BlockRecording shares it).
+        """
+        return bool(self._cumulative.get(channel, False)) and counter_width(self.metadata, channel).wraps
 
     def _flag_pauses(self, a: np.ndarray, b: np.ndarray, e: np.ndarray, u: np.ndarray, f: np.ndarray):  # type: ignore[no-untyped-def]
         """Windows across a long sampler pause: flagged, uncertainty infinite (energy is a lower bound)."""
