@@ -123,6 +123,8 @@ def test_record_without_hardware_says_so(tmp_path):
     assert r.returncode == 1
     assert "no hardware energy source is usable" in r.stderr and "--source sim" in r.stderr
     assert "nvml:" in r.stderr and "Traceback" not in r.stderr
+    # each hardware source says why: the RAPL interfaces, not "rapl" (which picks among them)
+    assert "  rapl-msr:" in r.stderr and "  rapl:" not in r.stderr and "  sim:" not in r.stderr
     assert not (tmp_path / "x.npz").exists()
 
 

@@ -15,57 +15,60 @@ namespace py = pybind11;
 
 namespace jouletrace::py_bind {
 
-namespace {
-
-// "" keeps the default path of each root.
-RaplOptions make_options(const std::string& dev_cpu_root, const std::string& powercap_root,
-                         const std::string& perf_root, const std::string& cpu_sysfs_root,
-                         const std::string& cpuinfo_path, const std::string& perf_paranoid_path, unsigned msr_stride) {
-  RaplOptions o;
-  if (!dev_cpu_root.empty()) o.dev_cpu_root = dev_cpu_root;
-  if (!powercap_root.empty()) o.powercap_root = powercap_root;
-  if (!perf_root.empty()) o.perf_root = perf_root;
-  if (!cpu_sysfs_root.empty()) o.cpu_sysfs_root = cpu_sysfs_root;
-  if (!cpuinfo_path.empty()) o.cpuinfo_path = cpuinfo_path;
-  if (!perf_paranoid_path.empty()) o.perf_paranoid_path = perf_paranoid_path;
-  o.msr_stride = msr_stride;
-  return o;
-}
-
-#define JT_RAPL_ROOT_ARGS                                                                                \
-  py::arg("dev_cpu_root") = "", py::arg("powercap_root") = "", py::arg("perf_root") = "",               \
-      py::arg("cpu_sysfs_root") = "", py::arg("cpuinfo_path") = "", py::arg("perf_paranoid_path") = "", \
-      py::arg("msr_stride") = 1u
-
-}  // namespace
-
 void bind_rapl(py::module_& m) {
+  const RaplOptions dr;  // the C++ defaults are the Python ones
+  py::class_<RaplOptions>(m, "RaplOptions",
+                          "Where a RAPL source finds its files (every root an option, so tests use fake trees)")
+      .def(py::init([](const std::string& dev_cpu_root, const std::string& powercap_root, const std::string& perf_root,
+                       const std::string& cpu_sysfs_root, const std::string& cpuinfo_path,
+                       const std::string& perf_paranoid_path, unsigned msr_stride) {
+             RaplOptions o;
+             o.dev_cpu_root = dev_cpu_root;
+             o.powercap_root = powercap_root;
+             o.perf_root = perf_root;
+             o.cpu_sysfs_root = cpu_sysfs_root;
+             o.cpuinfo_path = cpuinfo_path;
+             o.perf_paranoid_path = perf_paranoid_path;
+             o.msr_stride = msr_stride;
+             return o;
+           }),
+           py::kw_only(), py::arg("dev_cpu_root") = dr.dev_cpu_root, py::arg("powercap_root") = dr.powercap_root,
+           py::arg("perf_root") = dr.perf_root, py::arg("cpu_sysfs_root") = dr.cpu_sysfs_root,
+           py::arg("cpuinfo_path") = dr.cpuinfo_path, py::arg("perf_paranoid_path") = dr.perf_paranoid_path,
+           py::arg("msr_stride") = dr.msr_stride)
+      .def_readonly("dev_cpu_root", &RaplOptions::dev_cpu_root, "the msr devices: <root>/<cpu>/msr")
+      .def_readonly("powercap_root", &RaplOptions::powercap_root, "the powercap zones")
+      .def_readonly("perf_root", &RaplOptions::perf_root, "the perf power PMU's sysfs folder")
+      .def_readonly("cpu_sysfs_root", &RaplOptions::cpu_sysfs_root, "CPU topology: <root>/cpu<N>/topology")
+      .def_readonly("cpuinfo_path", &RaplOptions::cpuinfo_path, "/proc/cpuinfo or a fake of it")
+      .def_readonly("perf_paranoid_path", &RaplOptions::perf_paranoid_path, "kernel.perf_event_paranoid")
+      .def_readonly("msr_stride", &RaplOptions::msr_stride,
+                    "bytes of file offset per MSR number: 1 for the msr driver, 8 for fake msr files")
+      .def("__repr__", [](const RaplOptions& o) {
+        return "RaplOptions(dev_cpu_root=" + py_repr(o.dev_cpu_root) + ", powercap_root=" + py_repr(o.powercap_root) +
+               ", perf_root=" + py_repr(o.perf_root) + ", cpu_sysfs_root=" + py_repr(o.cpu_sysfs_root) +
+               ", cpuinfo_path=" + py_repr(o.cpuinfo_path) + ", perf_paranoid_path=" + py_repr(o.perf_paranoid_path) +
+               ", msr_stride=" + std::to_string(o.msr_stride) + ")";
+      });
+
   m.def(
       "rapl_sampler",
-      [](const std::string& source, const std::string& dev_cpu_root, const std::string& powercap_root,
-         const std::string& perf_root, const std::string& cpu_sysfs_root, const std::string& cpuinfo_path,
-         const std::string& perf_paranoid_path, unsigned msr_stride, double rate_hz, std::size_t ring_capacity,
-         std::int64_t spin_ns, std::int64_t drain_period_ns, std::size_t max_records) {
-        const RaplOptions o = make_options(dev_cpu_root, powercap_root, perf_root, cpu_sysfs_root, cpuinfo_path,
-                                           perf_paranoid_path, msr_stride);
-        const SamplerConfig c = sampler_config(rate_hz, ring_capacity, spin_ns, drain_period_ns, max_records);
-        // Arguments are converted to C++ values above; discovery below only
-        // touches files and system calls, never Python objects, so other
-        // Python threads may run meanwhile.
+      [](const std::string& source, const RaplOptions& options, const SamplerConfig& config) {
+        // Copies made with the GIL held; discovery below only touches files and
+        // system calls, never Python objects, so other Python threads may run
+        // meanwhile.
+        const RaplOptions o = options;
+        const SamplerConfig c = config;
         py::gil_scoped_release nogil;
         return std::make_unique<Sampler>(make_rapl_source(source, o), c);
       },
       "A native Sampler over a RAPL source (rapl, rapl-perf, rapl-msr, rapl-powercap)", py::arg("source"),
-      JT_RAPL_ROOT_ARGS, py::arg("rate_hz") = 1000.0, py::arg("ring_capacity") = 0, py::arg("spin_ns") = -1,
-      py::arg("drain_period_ns") = 0, py::arg("max_records") = 0);
+      py::arg("options") = RaplOptions(), py::arg("config") = SamplerConfig());
 
   m.def(
       "rapl_probe",
-      [](const std::string& source, const std::string& dev_cpu_root, const std::string& powercap_root,
-         const std::string& perf_root, const std::string& cpu_sysfs_root, const std::string& cpuinfo_path,
-         const std::string& perf_paranoid_path, unsigned msr_stride) {
-        const RaplOptions o = make_options(dev_cpu_root, powercap_root, perf_root, cpu_sysfs_root, cpuinfo_path,
-                                           perf_paranoid_path, msr_stride);
+      [](const std::string& source, const RaplOptions& options) {
+        const RaplOptions o = options;
         RaplProbe p;
         {
           py::gil_scoped_release nogil;  // files and system calls only; never throws
@@ -73,15 +76,13 @@ void bind_rapl(py::module_& m) {
         }
         return py::make_tuple(p.usable, p.reason, p.fix, p.detail);
       },
-      "(usable, reason, fix, detail) for one RAPL source; never raises", py::arg("source"), JT_RAPL_ROOT_ARGS);
+      "(usable, reason, fix, detail) for one RAPL source; never raises", py::arg("source"),
+      py::arg("options") = RaplOptions());
 
   m.def(
       "rapl_read_cost",
-      [](const std::string& source, std::uint64_t n, const std::string& dev_cpu_root, const std::string& powercap_root,
-         const std::string& perf_root, const std::string& cpu_sysfs_root, const std::string& cpuinfo_path,
-         const std::string& perf_paranoid_path, unsigned msr_stride) {
-        const RaplOptions o = make_options(dev_cpu_root, powercap_root, perf_root, cpu_sysfs_root, cpuinfo_path,
-                                           perf_paranoid_path, msr_stride);
+      [](const std::string& source, std::uint64_t n, const RaplOptions& options) {
+        const RaplOptions o = options;
         double ns = 0;
         std::string name;
         std::size_t channels = 0;
@@ -105,7 +106,7 @@ void bind_rapl(py::module_& m) {
         return d;
       },
       "Time n back-to-back reads of a RAPL source (no sampler): ns per read", py::arg("source"),
-      py::arg("n") = 100000, JT_RAPL_ROOT_ARGS);
+      py::arg("n") = 100000, py::arg("options") = RaplOptions());
 
   m.def(
       "rapl_cpu_model",
@@ -157,7 +158,5 @@ void bind_rapl(py::module_& m) {
       "(reason, fix) for a perf_event_open failure with errno `err` at a paranoid level", py::arg("err"),
       py::arg("paranoid"), py::arg("what") = "perf_event_open", py::arg("exe") = "python");
 }
-
-#undef JT_RAPL_ROOT_ARGS
 
 }  // namespace jouletrace::py_bind

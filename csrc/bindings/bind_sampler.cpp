@@ -49,27 +49,98 @@ py::dict columns(const Sampler& s) {
 }  // namespace
 
 void bind_sampler(py::module_& m) {
+  const SamplerConfig dc;  // the C++ defaults are the Python ones
+  py::class_<SamplerConfig>(m, "SamplerConfig",
+                            "How a Sampler samples: rate, ring, spin, drain period and storage bound (0 or -1 = auto)")
+      .def(py::init([](double rate_hz, std::size_t ring_capacity, std::int64_t spin_ns, std::int64_t drain_period_ns,
+                       std::size_t max_records) {
+             SamplerConfig c;
+             c.rate_hz = rate_hz;
+             c.ring_capacity = ring_capacity;
+             c.spin_ns = spin_ns;
+             c.drain_period_ns = drain_period_ns;
+             c.max_records = max_records;
+             return c;
+           }),
+           py::kw_only(), py::arg("rate_hz") = dc.rate_hz, py::arg("ring_capacity") = dc.ring_capacity,
+           py::arg("spin_ns") = dc.spin_ns, py::arg("drain_period_ns") = dc.drain_period_ns,
+           py::arg("max_records") = dc.max_records)
+      .def_readonly("rate_hz", &SamplerConfig::rate_hz, "samples per second, 1 .. 100000")
+      .def_readonly("ring_capacity", &SamplerConfig::ring_capacity, "records; 0 = about one second, a power of two")
+      .def_readonly("spin_ns", &SamplerConfig::spin_ns, "busy-wait before each deadline; -1 = auto")
+      .def_readonly("drain_period_ns", &SamplerConfig::drain_period_ns, "ring to storage every ...; 0 = auto")
+      .def_readonly("max_records", &SamplerConfig::max_records, "storage bound; 0 = a week at rate_hz, capped")
+      .def("to_dict",
+           [](const SamplerConfig& c) {
+             py::dict d;
+             d["rate_hz"] = c.rate_hz;
+             d["ring_capacity"] = c.ring_capacity;
+             d["spin_ns"] = c.spin_ns;
+             d["drain_period_ns"] = c.drain_period_ns;
+             d["max_records"] = c.max_records;
+             return d;
+           })
+      .def("__eq__",
+           [](const SamplerConfig& a, const SamplerConfig& b) {
+             return a.rate_hz == b.rate_hz && a.ring_capacity == b.ring_capacity && a.spin_ns == b.spin_ns &&
+                    a.drain_period_ns == b.drain_period_ns && a.max_records == b.max_records;
+           },
+           py::is_operator())
+      .def("__repr__", [](const SamplerConfig& c) {
+        return "SamplerConfig(rate_hz=" + py_repr(c.rate_hz) + ", ring_capacity=" + std::to_string(c.ring_capacity) +
+               ", spin_ns=" + std::to_string(c.spin_ns) + ", drain_period_ns=" + std::to_string(c.drain_period_ns) +
+               ", max_records=" + std::to_string(c.max_records) + ")";
+      });
+
+  const NvmlOptions dn;
+  py::class_<NvmlOptions>(m, "NvmlOptions", "Which NVML library and GPUs an NVML source reads, and what it calls itself")
+      .def(py::init([](const std::string& library, const std::vector<int>& gpus, bool timestamps,
+                       const std::string& source_name) {
+             NvmlOptions o;
+             o.library = library;
+             o.gpus = gpus;
+             o.timestamps = timestamps;
+             o.source_name = source_name;
+             return o;
+           }),
+           py::kw_only(), py::arg("library") = dn.library, py::arg("gpus") = dn.gpus,
+           py::arg("timestamps") = dn.timestamps, py::arg("source_name") = dn.source_name)
+      .def_readonly("library", &NvmlOptions::library, "path of the NVML library; '' = $JOULETRACE_NVML_LIBRARY or "
+                                                      "libnvidia-ml.so.1")
+      .def_readonly("gpus", &NvmlOptions::gpus, "NVML indices; empty = all")
+      .def_readonly("timestamps", &NvmlOptions::timestamps, "also record NVML's own per-field timestamps")
+      .def_readonly("source_name", &NvmlOptions::source_name, "the source's name in recordings ('nvml', 'sim', ...)")
+      .def("__repr__", [](const NvmlOptions& o) {
+        return "NvmlOptions(library=" + py_repr(o.library) + ", gpus=" + py_repr(o.gpus) +
+               ", timestamps=" + py_repr(o.timestamps) + ", source_name=" + py_repr(o.source_name) + ")";
+      });
+
+  py::class_<ChannelInfo>(m, "ChannelInfo",
+                          "One channel of a source: its name, whether it is a counter, and the counter's width")
+      .def_readonly("name", &ChannelInfo::name, "<device>.<quantity>_<unit>")
+      .def_readonly("cumulative", &ChannelInfo::cumulative, "a counter (energy) rather than a level (power)")
+      .def_readonly("counter_bits", &ChannelInfo::counter_bits,
+                    "width of the hardware counter (bits its range needs); 0 for a level or when unknown")
+      .def_readonly("wrap_j", &ChannelInfo::wrap_j, "energy after which the hardware counter wraps (J); 0 = unknown")
+      .def("__repr__", [](const ChannelInfo& c) {
+        return "ChannelInfo(name=" + py_repr(c.name) + ", cumulative=" + py_repr(c.cumulative) +
+               ", counter_bits=" + std::to_string(c.counter_bits) + ", wrap_j=" + py_repr(c.wrap_j) + ")";
+      });
+
   py::class_<Sampler>(m, "Sampler", "One native sampling thread over one source (see jouletrace.Sampler)")
       .def_static(
           "nvml",
-          [](const std::string& library, const std::vector<int>& gpus, bool timestamps, const std::string& source_name,
-             double rate_hz, std::size_t ring_capacity, std::int64_t spin_ns, std::int64_t drain_period_ns,
-             std::size_t max_records) {
-            NvmlOptions o;
-            o.library = library;
-            o.gpus = gpus;
-            o.timestamps = timestamps;
-            o.source_name = source_name;
-            const SamplerConfig c = sampler_config(rate_hz, ring_capacity, spin_ns, drain_period_ns, max_records);
-            // Arguments are converted; NVML init may block on the driver, so
-            // let other Python threads run meanwhile. Nothing here touches
-            // Python objects.
+          [](const NvmlOptions& options, const SamplerConfig& config) {
+            // Copies of the arguments, made with the GIL held; NVML init may block
+            // on the driver, so let other Python threads run meanwhile. Nothing
+            // below touches Python objects.
+            NvmlOptions o = options;
+            SamplerConfig c = config;
             py::gil_scoped_release nogil;
             return std::make_unique<Sampler>(std::make_unique<NvmlSource>(o), c);
           },
-          py::arg("library") = "", py::arg("gpus") = std::vector<int>{}, py::arg("timestamps") = true,
-          py::arg("source_name") = "nvml", py::arg("rate_hz") = 1000.0, py::arg("ring_capacity") = 0,
-          py::arg("spin_ns") = -1, py::arg("drain_period_ns") = 0, py::arg("max_records") = 0)
+          "A native Sampler over NVML (or a library with its exports, such as the simulated GPU)",
+          py::arg("options") = NvmlOptions(), py::arg("config") = SamplerConfig())
       // start/stop create and join threads: release the GIL so a Python
       // thread can run while we wait (the sampler threads never take it).
       .def("start", &Sampler::start, py::call_guard<py::gil_scoped_release>())
@@ -85,18 +156,11 @@ void bind_sampler(py::module_& m) {
                                for (const auto& c : s.source().channels()) out.emplace_back(c.name, c.cumulative);
                                return out;
                              })
+      .def_property_readonly("channel_info", [](const Sampler& s) { return s.source().channels(); },
+                             "Every channel with its counter width, as the source publishes it")
       .def_property_readonly("metadata", [](const Sampler& s) { return s.source().metadata(); })
-      .def_property_readonly("config",
-                             [](const Sampler& s) {
-                               const auto& c = s.config();
-                               py::dict d;
-                               d["rate_hz"] = c.rate_hz;
-                               d["ring_capacity"] = c.ring_capacity;
-                               d["spin_ns"] = c.spin_ns;
-                               d["drain_period_ns"] = c.drain_period_ns;
-                               d["max_records"] = c.max_records;
-                               return d;
-                             })
+      .def_property_readonly("config", [](const Sampler& s) { return s.config(); },
+                             "The settings in force (the auto ones resolved), a copy")
       .def_property_readonly("reads", &Sampler::reads)
       .def_property_readonly("dropped_ring", &Sampler::dropped_ring)
       .def_property_readonly("dropped_storage", &Sampler::dropped_storage)

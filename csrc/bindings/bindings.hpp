@@ -2,23 +2,19 @@
 
 #include <pybind11/pybind11.h>
 
-#include <cstddef>
-#include <cstdint>
-
-#include "jouletrace/sampler.hpp"
+#include <string>
 
 namespace jouletrace::py_bind {
 
-// The sampler settings every Sampler factory takes, in the same keyword order.
-inline SamplerConfig sampler_config(double rate_hz, std::size_t ring_capacity, std::int64_t spin_ns,
-                                    std::int64_t drain_period_ns, std::size_t max_records) {
-  SamplerConfig c;
-  c.rate_hz = rate_hz;
-  c.ring_capacity = ring_capacity;
-  c.spin_ns = spin_ns;
-  c.drain_period_ns = drain_period_ns;
-  c.max_records = max_records;
-  return c;
+// The binding of each C++ struct that crosses into Python (SamplerConfig,
+// NvmlOptions, RaplOptions, ChannelInfo) is written once, as a class with
+// keyword construction, read-only attributes and a repr; every factory takes
+// the object (see bind_sampler.cpp and bind_rapl.cpp).
+
+// Python's repr of a value, for the reprs of the bound structs.
+template <class T>
+std::string py_repr(const T& v) {
+  return pybind11::repr(pybind11::cast(v)).template cast<std::string>();
 }
 
 void bind_errors(pybind11::module_& m);

@@ -295,6 +295,9 @@ NvmlSource::NvmlSource(const NvmlOptions& options) : name_(options.source_name),
       };
       if (!energy_feed.empty()) {
         g.ch_energy = add(dev + ".energy_j", true);
+        // Every feed is NVML's unsigned long long of millijoules since the driver loaded.
+        channels_[static_cast<std::size_t>(g.ch_energy)].counter_bits = 64;
+        channels_[static_cast<std::size_t>(g.ch_energy)].wrap_j = std::ldexp(1e-3, 64);
         metadata_.emplace_back(dev + ".energy_j.feed", energy_feed);
       } else {
         metadata_.emplace_back(dev + ".energy_j.feed", "not supported by this GPU");

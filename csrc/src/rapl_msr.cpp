@@ -221,7 +221,9 @@ RaplMsrSource::RaplMsrSource(const RaplOptions& o) : dev_cpu_root_(o.dev_cpu_roo
     c.unit_j = p.unit_j;
     for (Counter& k : p.counters) counters_.push_back(k);
     chans_.push_back(c);
-    channels_.push_back(ChannelInfo{p.name, true});
+    // Each register is a 32-bit count of energy units (a summed channel's
+    // registers wrap one by one, each after the same energy).
+    channels_.push_back(ChannelInfo{p.name, true, 32, std::ldexp(p.unit_j, 32)});
   }
   if (channels_.empty()) {
     throw RaplUnavailable("no RAPL energy MSR reads as supported on " + cpu.describe(), "");

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -265,7 +266,8 @@ RaplPerfSource::RaplPerfSource(const RaplOptions& o) {
     ev.fd = static_cast<int>(fd);
     ev.scale = e.scale;
     events_.push_back(ev);
-    channels_.push_back(ChannelInfo{channel, true});
+    // The kernel keeps a 64-bit count (it unwraps the 32-bit register itself).
+    channels_.push_back(ChannelInfo{channel, true, 64, std::ldexp(e.scale, 64)});
     char scale[40];
     std::snprintf(scale, sizeof scale, "%.17g", e.scale);
     note(channel.substr(0, channel.size() - 9) + ".perf", "power/" + e.event + "/ config " + std::to_string(e.config) +

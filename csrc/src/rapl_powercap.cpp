@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <limits>
 #include <set>
 
@@ -128,8 +129,9 @@ RaplPowercapSource::RaplPowercapSource(const RaplOptions& o) {
   // What each zone measures.
   struct Entry {
     std::string channel, device, domain, dir, zone;
-    std::uint64_t max_uj;
-    bool has_max;
+    std::uint64_t max_uj = 0;
+    bool has_max = false;
+    bool full_range = false;  // max_energy_range_uj is 2**64 - 1: a whole 64-bit counter
   };
   std::vector<Entry> entries;
   auto zone_name = [](const std::string& dir) {
@@ -163,8 +165,9 @@ RaplPowercapSource::RaplPowercapSource(const RaplOptions& o) {
     e.dir = f.dir;
     e.zone = f.zone;
     std::string t;
-    e.has_max = read_text(f.dir + "/max_energy_range_uj", t) && parse_u64(t, e.max_uj) && e.max_uj > 0 &&
-                e.max_uj < std::numeric_limits<std::uint64_t>::max();  // max + 1 must not wrap to 0
+    const bool max_read = read_text(f.dir + "/max_energy_range_uj", t) && parse_u64(t, e.max_uj) && e.max_uj > 0;
+    e.has_max = max_read && e.max_uj < std::numeric_limits<std::uint64_t>::max();  // max + 1 must not wrap to 0
+    e.full_range = max_read && !e.has_max;
     entries.push_back(e);
   }
   // Packages in order, their domains in order, psys last.
@@ -225,7 +228,19 @@ RaplPowercapSource::RaplPowercapSource(const RaplOptions& o) {
     z.wrap.reset(v);
     z.fd = fd.release();
     zones_.push_back(z);
-    channels_.push_back(ChannelInfo{e.channel, true});
+    // energy_uj takes the values 0..max: a counter of max + 1 microjoules (the
+    // bits that range needs), or a whole 64-bit one; unknown without the file.
+    ChannelInfo info{e.channel, true};
+    if (e.has_max) {
+      std::uint64_t bits = 0;
+      while (bits < 64 && (e.max_uj >> bits) != 0) ++bits;
+      info.counter_bits = static_cast<unsigned>(bits);
+      info.wrap_j = (static_cast<double>(e.max_uj) + 1.0) * 1e-6;
+    } else if (e.full_range) {
+      info.counter_bits = 64;
+      info.wrap_j = std::ldexp(1e-6, 64);
+    }
+    channels_.push_back(info);
     note(e.channel.substr(0, e.channel.size() - 9) + ".zone", e.dir);
     note(e.channel.substr(0, e.channel.size() - 9) + ".max_energy_range_uj",
          e.has_max ? std::to_string(e.max_uj) : "unknown (not unwrapped)");

@@ -51,6 +51,8 @@ void constant_power() {
   CHECK(s.channels().size() == 4);
   CHECK(s.channels()[0].name == "gpu0.energy_j");
   CHECK(s.channels()[1].name == "gpu0.power_w");
+  CHECK(s.channels()[0].counter_bits == 64 && s.channels()[0].wrap_j == std::ldexp(1e-3, 64));  // NVML's mJ
+  CHECK(!s.channels()[1].cumulative && s.channels()[1].counter_bits == 0 && s.channels()[1].wrap_j == 0);
   CHECK(std::string(channel_feed(s, "gpu0.energy_j.feed")).find("=83") != std::string::npos);
   ErrorSlot err;
   double v[kMaxChannels];

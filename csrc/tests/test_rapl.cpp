@@ -265,6 +265,10 @@ void msr_intel() {
 
   Sampler s(std::make_unique<RaplMsrSource>(m.options), fast());
   CHECK(s.source().channels().size() == ctrs.size());  // uncore reads 0: left out
+  for (const Ctr& c : ctrs) {  // each a 32-bit count of its unit, published as such
+    const ChannelInfo& info = s.source().channels()[channel_index(s, c.channel)];
+    CHECK(info.cumulative && info.counter_bits == 32 && info.wrap_j == std::ldexp(c.unit, 32));
+  }
   std::mt19937_64 rng(11);
   drive(s, 40, [&] {
     for (Ctr& c : ctrs) {
@@ -334,7 +338,11 @@ void powercap() {
 
   Sampler s(std::make_unique<RaplPowercapSource>(m.options), fast());
   CHECK(s.source().channels().size() == zones.size());
-  for (std::size_t i = 0; i < zones.size(); ++i) CHECK(s.source().channels()[i].name == zones[i].channel);
+  for (std::size_t i = 0; i < zones.size(); ++i) {
+    const ChannelInfo& info = s.source().channels()[i];
+    CHECK(info.name == zones[i].channel);
+    CHECK(info.counter_bits == 24 && info.wrap_j == static_cast<double>(max_uj + 1) * 1e-6);  // 0..max uJ
+  }
   std::mt19937_64 rng(13);
   drive(s, 40, [&] {
     for (Z& z : zones) {

@@ -14,6 +14,17 @@ namespace jouletrace {
 struct ChannelInfo {
   std::string name;  // <device>.<quantity>_<unit>, e.g. "gpu0.energy_j"
   bool cumulative;   // a counter (energy) rather than a level (power)
+  // Counters only: the hardware counter the channel is read from, as the source
+  // knows it (0 for a level, or where the source cannot tell).
+  //   counter_bits  its width: 32 for the RAPL MSRs, 64 for perf counts and for
+  //                 NVML's total energy in mJ; for a counter that wraps at a
+  //                 range that is not a power of two (powercap's
+  //                 max_energy_range_uj), the bits that range needs.
+  //   wrap_j        the energy after which it wraps (modulus x unit), in joules.
+  // The source unwraps it on every read; a reader that stops reading for longer
+  // than one wrap takes (a sampler paused) cannot see how many wraps it missed.
+  unsigned counter_bits = 0;
+  double wrap_j = 0;
 };
 
 class Source {

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from ..errors import JouletraceError
+from ..sampling import registry
 from ..sampling.sensors import facts_for
 from ..sampling.sources import sources
 
@@ -28,7 +29,7 @@ def _gpus(measure_s: float) -> list[dict[str, Any]]:
     from ..sampling.sampler import Sampler
 
     try:
-        native = _core.Sampler.nvml(rate_hz=1.0, max_records=1024)
+        native = _core.Sampler.nvml(config=_core.SamplerConfig(rate_hz=1.0, max_records=1024))
     except JouletraceError:
         return []
     meta = dict(native.metadata)
@@ -98,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {'':<{width}}  {'':<10}  why: {i.reason}")
             if i.fix:
                 print(f"  {'':<{width}}  {'':<10}  fix: {i.fix}")
-    if not any(i.usable and i.name != "sim" for i in infos):
+    hardware = {s.name for s in registry.specs() if s.hardware}
+    if not any(i.usable and i.name in hardware for i in infos):
         print("\nNo hardware source is usable here; `jouletrace demo` and `--source sim` (the simulated GPU) "
               "run anywhere.")
     for d in gpus:

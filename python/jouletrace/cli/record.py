@@ -52,11 +52,11 @@ from ..errors import (
     RecordingFormatError,
     SourceUnavailableError,
 )
+from ..sampling import registry
 from ..sampling.sampler import Sampler
 from ..sampling.sources import sources
 from ._summary import format_details, format_table, summarize
 
-_HARDWARE = ("nvml", "rapl")
 # The command succeeded but a recording could not be saved anywhere (sysexits EX_IOERR).
 EXIT_NOT_SAVED = 74
 
@@ -79,7 +79,7 @@ def add_parser(sub: Any) -> None:
                    help="stream every poll (by default only the polls that carry information are "
                         "written; every result is the same)")
     p.add_argument("-s", "--source", action="append", dest="sources", metavar="SOURCE",
-                   help="source to sample (repeatable): nvml, rapl, rapl-perf, rapl-msr, rapl-powercap, sim; "
+                   help=f"source to sample (repeatable): {', '.join(registry.names())}; "
                         "default: every usable hardware source")
     p.add_argument("-r", "--rate", type=float, default=1000.0, help="samples per second (default 1000)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
@@ -98,14 +98,15 @@ def _pick_sources(names: list[str] | None) -> list[str]:
                 fix = f" Fix: {infos[n].fix}." if infos[n].fix else ""
                 raise SourceUnavailableError(f"source {n} is not usable here: {infos[n].reason}.{fix}")
         return names
-    picked = [n for n in _HARDWARE if infos.get(n) is not None and infos[n].usable]
+    specs = registry.specs()
+    picked = [s.name for s in specs if s.default and s.name in infos and infos[s.name].usable]
     if not picked:
         lines = ["no hardware energy source is usable here, so there is nothing to record:"]
-        for n in ("nvml", "rapl-perf", "rapl-msr", "rapl-powercap"):
-            i = infos.get(n)
-            if i is None:
+        for s in specs:  # each hardware source says why (one that picks among others, through them)
+            i = infos.get(s.name)
+            if i is None or not s.hardware or s.parts:
                 continue
-            lines.append(f"  {n}: {i.reason}")
+            lines.append(f"  {s.name}: {i.reason}")
             if i.fix:
                 lines.append(f"      fix: {i.fix}")
         lines.append("Run `jouletrace info` for details, or `jouletrace record --source sim -- CMD` to try it "

@@ -83,6 +83,7 @@ from ..errors import (
     MeasurementUnavailableWarning,
     SourceUnavailableError,
 )
+from ..sampling import registry
 from ..sampling.devices import GpuDevice, select_gpus
 from ..sampling.sampler import _STREAM_MAX_SAMPLES, Sampler
 from .measurement import Measurement, WindowEnergies, check_work
@@ -96,9 +97,15 @@ _DEFAULT_PERIOD_S = 0.1
 
 #: Options every sampler takes.
 _SAMPLER_OPTIONS = frozenset({"ring_capacity", "spin_us", "drain_period_s", "max_samples"})
-#: Options of one kind of source.
-_GPU_OPTIONS = frozenset({"nvml_library", "timestamps"})
-_RAPL_OPTIONS = frozenset({"dev_cpu_root", "powercap_root", "perf_root", "cpu_sysfs_root", "cpuinfo_path"})
+#: The sources that read NVML-numbered GPUs, which the Monitor chooses (``gpus=``, ``sim=``).
+_GPU_SOURCES = ("nvml", "sim")
+#: Source options the Monitor sets itself rather than passing on.
+_MONITOR_SETS = frozenset({"gpus", "sim"})
+
+
+def _source_options_by_name() -> dict[str, frozenset[str]]:
+    """Source name -> the options a Monitor passes on to it (each registered source's own)."""
+    return {spec.name: spec.options - _MONITOR_SETS for spec in registry.specs()}
 
 _warned_unavailable = False
 
@@ -130,10 +137,12 @@ class Monitor:
       Memory stays bounded: the recordings this Monitor hands out cover the last ``keep_s``.
     * further keyword arguments: sampler options (``ring_capacity``, ``spin_us``,
       ``drain_period_s``, ``max_samples``) go to every :class:`jouletrace.Sampler`;
-      GPU options (``nvml_library``, ``timestamps``) to the GPU sampler only and
-      RAPL roots (``dev_cpu_root``, ``powercap_root``, ``perf_root``,
-      ``cpu_sysfs_root``, ``cpuinfo_path``) to the RAPL sampler only; each is used
-      to decide whether its source is usable. Any other name is an error.
+      source options go to the sources that take them (as registered,
+      :mod:`jouletrace.sampling.registry`): GPU options (``nvml_library``,
+      ``timestamps``) to the GPU sampler, RAPL roots (``dev_cpu_root``,
+      ``powercap_root``, ``perf_root``, ``cpu_sysfs_root``, ``cpuinfo_path``, ...)
+      to the RAPL sampler; each is used to decide whether its source is usable.
+      Any other name is an error.
 
     Sources asked for but not usable here (no GPU, RAPL not readable) are
     skipped and listed in ``skipped`` with the reason; if none is usable,
@@ -174,12 +183,17 @@ class Monitor:
         self.edges = edges
         if unavailable not in ("raise", "warn"):
             raise InvalidArgumentError(f"unavailable must be 'raise' or 'warn', got {unavailable!r}")
-        unknown = set(sampler_options) - _SAMPLER_OPTIONS - _GPU_OPTIONS - _RAPL_OPTIONS
+        by_source = _source_options_by_name()
+        unknown = set(sampler_options) - _SAMPLER_OPTIONS - set().union(*by_source.values())
         if unknown:
+            groups: dict[frozenset[str], list[str]] = {}
+            for name, names in by_source.items():
+                if names:
+                    groups.setdefault(names, []).append(name)
+            per_source = "; ".join(f"{', '.join(n)}: {', '.join(sorted(o))}" for o, n in groups.items())
             raise InvalidArgumentError(
                 f"unknown Monitor option(s): {', '.join(sorted(unknown))}; sampler options: "
-                f"{', '.join(sorted(_SAMPLER_OPTIONS))}; GPU: {', '.join(sorted(_GPU_OPTIONS))}; "
-                f"RAPL: {', '.join(sorted(_RAPL_OPTIONS))}"
+                f"{', '.join(sorted(_SAMPLER_OPTIONS))}; source options: {per_source}"
             )
         #: Source name -> why it was not used.
         self.skipped: dict[str, str] = {}
@@ -232,17 +246,19 @@ class Monitor:
         from ..sampling.sources import sources as probe
 
         common = {k: v for k, v in opts.items() if k in _SAMPLER_OPTIONS}
-        gpu_opts = {k: v for k, v in opts.items() if k in _GPU_OPTIONS}
-        rapl_opts = {k: v for k, v in opts.items() if k in _RAPL_OPTIONS}
+        shared = {k: v for k, v in opts.items() if k not in _SAMPLER_OPTIONS}
+
+        def theirs(name: str) -> dict[str, Any]:
+            """The shared source options that the source ``name`` takes."""
+            return {k: v for k, v in shared.items() if k in registry.lookup(name).options}
+
         usable = {s.name: s for s in probe()}
         made: list[Sampler] = []
         if sources is not None:
             for name in sources:
-                own = {**common, **self._source_options.get(name, {})}
-                if name in ("nvml", "sim"):
-                    own = {**gpu_opts, **own}
-                    if name == "sim":
-                        own.pop("nvml_library", None)
+                passed = theirs(name)  # an unknown name fails here, listing the known ones
+                own = {**passed, **common, **self._source_options.get(name, {})}
+                if name in _GPU_SOURCES:
                     info = usable.get(name)
                     default_lib = own.get("nvml_library") is None and not os.environ.get("JOULETRACE_NVML_LIBRARY")
                     if name == "nvml" and default_lib and info is not None and not info.usable:
@@ -250,10 +266,8 @@ class Monitor:
                         raise SourceUnavailableError(f"source {name!r} is not usable here: {info.reason}{fix}")
                     made.append(self._gpu_sampler(name, gpus, sim, own))
                     continue
-                if name.startswith("rapl"):
-                    own = {**rapl_opts, **own}
                 info = usable.get(name)
-                custom = name in self._source_options or (name.startswith("rapl") and rapl_opts)
+                custom = name in self._source_options or bool(passed)
                 if not custom and info is not None and not info.usable:
                     fix = f" (fix: {info.fix})" if info.fix else ""
                     raise SourceUnavailableError(f"source {name!r} is not usable here: {info.reason}{fix}")
@@ -269,9 +283,9 @@ class Monitor:
                 f"gpus must be 'visible', 'local', 'all', a list of indices or None, got {gpus!r}"
             )
         if want_gpu:
-            own = {**common, **gpu_opts, **self._source_options.get("sim" if sim is not None else "nvml", {})}
+            name = "sim" if sim is not None else "nvml"
+            own = {**theirs(name), **common, **self._source_options.get(name, {})}
             if sim is not None:
-                own.pop("nvml_library", None)
                 made.append(self._gpu_sampler("sim", gpus, sim, own))
             else:
                 lib = own.get("nvml_library")
@@ -285,8 +299,9 @@ class Monitor:
                     except SourceUnavailableError as e:
                         self.skipped["nvml"] = str(e)
         if cpu:
-            own = {**common, **rapl_opts, **self._source_options.get("rapl", {})}
-            if rapl_opts or "rapl" in self._source_options:
+            passed = theirs("rapl")
+            own = {**passed, **common, **self._source_options.get("rapl", {})}
+            if passed or "rapl" in self._source_options:
                 try:
                     made.append(Sampler("rapl", rate_hz=self.rate_hz, **own))
                 except JouletraceError as e:
@@ -330,7 +345,7 @@ class Monitor:
         return Sampler(source, rate_hz=self.rate_hz, gpus=[d.nvml_index for d in devs], **extra, **opts)
 
     def _renames_for(self, s: Sampler) -> dict[str, str]:
-        if s.source not in ("nvml", "sim"):
+        if s.source not in _GPU_SOURCES:
             return {}
         return {f"gpu{d.nvml_index}": d.key for d in self.devices}
 

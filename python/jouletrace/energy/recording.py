@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from ..sampling.counters import CounterWidth, counter_width
 from ..sampling.sensor_model import SensorModel, models_for
 from . import windows
 from .updates import Updates
@@ -77,6 +78,15 @@ class Recording:
         """True for counters (energy in J), False for levels (power in W, timestamps)."""
         self[channel]
         return self._cumulative[channel]
+
+    def counter_width(self, channel: str) -> CounterWidth | None:
+        """The hardware counter behind a counter channel (width, wrap), as its source published it.
+
+        None for a level. A recording that states none (made before sources published it)
+        gets the width its source's name implies (``origin="inferred"``); see
+        :mod:`jouletrace.sampling.counters`.
+        """
+        return counter_width(self.metadata, channel) if self.is_cumulative(channel) else None
 
     def __getitem__(self, channel: str) -> np.ndarray:
         try:
@@ -351,15 +361,16 @@ class Recording:
             out.channel[key] = ch
         return out
 
-    #: A sampler pause longer than this may hide a wrap of a 32-bit RAPL counter (the
-    #: smallest RAPL unit, 15.3 µJ, wraps after 65 kJ: 65 s at 1 kW per package).
+    #: A sampler pause longer than this may hide a wrap of a counter narrower than 64 bits
+    #: (the smallest RAPL unit, 15.3 µJ, wraps its 32-bit MSR after 65 kJ: 65 s at 1 kW per package).
     PAUSE_WRAP_RISK_NS = 1_000_000_000
 
     def _may_wrap_unseen(self, channel: str) -> bool:
-        """RAPL counters are 32-bit and unwrapped by reading them; NVML's is 64-bit."""
-        src = str(self.metadata.get("source", ""))
-        # rapl-perf counts are 64-bit (never wrap); msr and powercap counters wrap.
-        return src.startswith("rapl") and src != "rapl-perf" and self._cumulative.get(channel, False)
+        """Whether the counter can wrap while nothing reads it (its source says how wide it is).
+
+        Reads only ``_cumulative`` and ``metadata`` (a BlockRecording shares it).
+        """
+        return bool(self._cumulative.get(channel, False)) and counter_width(self.metadata, channel).wraps
 
     def _flag_pauses(self, a: np.ndarray, b: np.ndarray, e: np.ndarray, u: np.ndarray, f: np.ndarray):  # type: ignore[no-untyped-def]
         """Windows across a long sampler pause: flagged, uncertainty infinite (energy is a lower bound)."""

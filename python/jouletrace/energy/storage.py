@@ -440,6 +440,11 @@ _METADATA_TYPES: dict[str, tuple[Any, str]] = {
     "sensors": (_opt(_dict_of(_sensor_ok)), "an object of per-channel sensor objects"),
     "observed_update_period_ns": (_opt(_dict_of(_opt(lambda v: _is_num(v) and v >= 0))),
                                   "an object of non-negative numbers"),
+    # Each counter's width as its source published it (jouletrace.sampling.counters); older files
+    # have none, and their widths are inferred from the source's name.
+    "counters": (_opt(_dict_of(lambda c: isinstance(c, dict) and _is_int(c.get("counter_bits"))
+                               and 0 <= c["counter_bits"] <= 64 and _is_num(c.get("wrap_j")) and c["wrap_j"] >= 0)),
+                 "an object of per-channel {counter_bits: 0..64, wrap_j: >= 0}"),
 }
 
 

@@ -335,7 +335,7 @@ class Streamer:
                                    commit_every=max(1, round(commit_s / float(flush_s))))
         self.path = self.writer.path
         self.flush_s = float(flush_s)
-        self.keep_rows = None if keep_s is None else max(1, int(float(keep_s) * float(self.native.config["rate_hz"])))
+        self.keep_rows = None if keep_s is None else max(1, int(float(keep_s) * float(self.native.config.rate_hz)))
         self.next = 0  # first poll not yet decided
         self.pairs = 0  # clock pairs written
         self.view_start = 0  # polls before this one were given back (their views read zeros)

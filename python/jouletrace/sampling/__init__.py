@@ -1,10 +1,13 @@
 """Sampling: reading the hardware counters — the first layer of the data flow (ARCHITECTURE.md).
 
 Owns :mod:`.sampler` (``Sampler``: the native sampler thread and its ring, seen from
-Python), :mod:`.sources` (which sources are usable here and why), :mod:`.rapl`
-(the RAPL sources), :mod:`.sim` (the simulated GPU's Python side), :mod:`.devices`
-(which devices to read, as the framework numbers them), :mod:`.sensors` and
-:mod:`.sensor_model` (what each counter is known to do) and :mod:`.calibrate`.
+Python), :mod:`.registry` (every source by name: its probe, how to open it, its
+description), :mod:`.sources` (which sources are usable here and why), the sources
+themselves (:mod:`.nvml`: nvml and sim; :mod:`.rapl`: the RAPL sources), :mod:`.sim`
+(the simulated GPU's Python side), :mod:`.counters` (each counter's width, as its
+source publishes it), :mod:`.devices` (which devices to read, as the framework numbers
+them), :mod:`.sensors` and :mod:`.sensor_model` (what each counter is known to do) and
+:mod:`.calibrate`.
 
 May import: ``jouletrace._core``, :mod:`jouletrace.errors` and the package's private
 helpers (``_input``, ``_safe_output``, ``_optional``); nothing above it. (Two known

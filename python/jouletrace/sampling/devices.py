@@ -64,7 +64,8 @@ def nvml_devices(library: str | os.PathLike[str] | None = None) -> list[tuple[in
     from .. import _core
 
     s = _core.Sampler.nvml(
-        library="" if library is None else os.fspath(library), source_name="nvml", rate_hz=1.0, max_records=16
+        _core.NvmlOptions(library="" if library is None else os.fspath(library), source_name="nvml"),
+        _core.SamplerConfig(rate_hz=1.0, max_records=16),
     )
     meta = dict(s.metadata)
     out = []

@@ -26,6 +26,9 @@ otherwise overlap).
 
 :class:`jouletrace.testing.rapl.FakeRapl` builds such fake trees (cpuinfo, CPU
 topology, msr files, powercap zones, a power PMU folder) for tests, benchmarks and demos.
+
+The four sources register themselves with :mod:`jouletrace.sampling.registry` when this
+module is imported.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ import numpy as np
 
 from .. import _core
 from ..errors import InvalidArgumentError
-from .sources import SourceInfo
+from . import registry
+from .registry import OpenedSource, SourceInfo, SourceSpec
 
 __all__ = [
     "SOURCES",
@@ -89,7 +93,7 @@ INTEL_MSR = {
 AMD_MSR = {"unit": 0xC0010299, "core": 0xC001029A, "package": 0xC001029B}
 
 
-def _native_options(options: Mapping[str, Any], source: str) -> dict[str, Any]:
+def _native_options(options: Mapping[str, Any], source: str) -> _core.RaplOptions:
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise InvalidArgumentError(
@@ -104,7 +108,7 @@ def _native_options(options: Mapping[str, Any], source: str) -> dict[str, Any]:
             out[key] = stride
         else:
             out[key] = os.fspath(value)
-    return out
+    return _core.RaplOptions(**out)
 
 
 def _check_source(source: str) -> None:
@@ -112,15 +116,19 @@ def _check_source(source: str) -> None:
         raise InvalidArgumentError(f"unknown RAPL source {source!r}; known: {', '.join(SOURCES)}")
 
 
-def make_native_sampler(source: str, source_options: dict[str, Any], common: dict[str, Any]) -> Any:
+def make_native_sampler(
+    source: str, source_options: Mapping[str, Any], common: _core.SamplerConfig | Mapping[str, Any]
+) -> _core.Sampler:
     """A ``_core.Sampler`` over ``source`` (what ``jouletrace.Sampler("rapl*", ...)`` calls).
 
-    ``common`` holds the native sampler's rate_hz, ring_capacity, spin_ns,
-    drain_period_ns and max_records. Raises :class:`SourceUnavailableError` or
-    :class:`PermissionDeniedError` with the reason and the exact fix.
+    ``common`` is the native sampler's :class:`jouletrace._core.SamplerConfig` (or its
+    fields as a mapping: rate_hz, ring_capacity, spin_ns, drain_period_ns, max_records).
+    Raises :class:`SourceUnavailableError` or :class:`PermissionDeniedError` with the
+    reason and the exact fix.
     """
     _check_source(source)
-    return _core.rapl_sampler(source, **_native_options(source_options, source), **common)
+    config = common if isinstance(common, _core.SamplerConfig) else _core.SamplerConfig(**common)
+    return _core.rapl_sampler(source, _native_options(source_options, source), config)
 
 
 def probe(source: str = "rapl", **options: Any) -> SourceInfo:
@@ -128,7 +136,7 @@ def probe(source: str = "rapl", **options: Any) -> SourceInfo:
     desc = SOURCES.get(source, "RAPL")
     try:
         _check_source(source)
-        usable, reason, fix, detail = _core.rapl_probe(source, **_native_options(options, source))
+        usable, reason, fix, detail = _core.rapl_probe(source, _native_options(options, source))
     except Exception as e:  # noqa: BLE001  (a probe never raises)
         return SourceInfo(source, desc, False, f"{type(e).__name__}: {e}", "")
     return SourceInfo(source, desc, bool(usable), str(reason), str(fix), str(detail))
@@ -173,7 +181,7 @@ def parse_perf_pmu(
 def read_cost(source: str = "rapl", n: int = 100_000, **options: Any) -> dict[str, Any]:
     """Time ``n`` back-to-back native reads of a RAPL source (no sampler thread): ns per read."""
     _check_source(source)
-    return dict(_core.rapl_read_cost(source, n=int(n), **_native_options(options, source)))
+    return dict(_core.rapl_read_cost(source, n=int(n), options=_native_options(options, source)))
 
 
 def unwrap(raw: Any, modulus: int = 2**32) -> np.ndarray:
@@ -198,3 +206,20 @@ def unwrap(raw: Any, modulus: int = 2**32) -> np.ndarray:
     np.cumsum(d, out=out[1:])
     out[1:] += r[0]
     return out
+
+
+def _spec(name: str) -> SourceSpec:
+    def open_(options: dict[str, Any], config: _core.SamplerConfig) -> OpenedSource:
+        return OpenedSource(make_native_sampler(name, options, config))
+
+    def probe_() -> SourceInfo:
+        # "rapl" is derived from the three interfaces (probe_all), not probed as a fourth.
+        return probe_all()[0] if name == "rapl" else probe(name)
+
+    return SourceSpec(name, SOURCES[name], open_, probe_, options=frozenset(OPTIONS), hardware=True,
+                      default=name == "rapl", parts=_INTERFACES if name == "rapl" else ())
+
+
+for _name in SOURCES:  # rapl, rapl-perf, rapl-msr, rapl-powercap: the order `jouletrace info` lists them
+    registry.register(_spec(_name))
+del _name

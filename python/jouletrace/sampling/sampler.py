@@ -21,7 +21,8 @@ from ..errors import (
     PermissionDeniedError,
     SourceUnavailableError,
 )
-from . import sensor_model
+from . import counters, registry, sensor_model
+from . import sources as _sources  # noqa: F401  (importing it registers the built-in sources)
 
 if TYPE_CHECKING:
     from .sim import SimGPU
@@ -32,7 +33,8 @@ __all__ = ["Sampler", "SOURCE_NAMES"]
 #: address space grows (8 bytes a column a sample; 2**36 is two years at 1 kHz).
 _STREAM_MAX_SAMPLES = 1 << 36
 
-SOURCE_NAMES = ("nvml", "sim", "rapl", "rapl-perf", "rapl-msr", "rapl-powercap")
+#: The built-in sources; :func:`jouletrace.sampling.registry.names` has every registered one.
+SOURCE_NAMES = registry.names()
 
 _ERROR_CLASSES: dict[int, type[JouletraceError]] = {
     _core.ERROR_DEVICE_LOST: DeviceLostError,
@@ -50,10 +52,11 @@ def _version() -> str:
 class Sampler:
     """Samples one source on a native thread at ``rate_hz``, with the GIL out of the way.
 
-    ``source`` is one of ``nvml``, ``sim`` (the simulated GPU), ``rapl``,
-    ``rapl-perf``, ``rapl-msr``, ``rapl-powercap`` (see :func:`jouletrace.sources`).
+    ``source`` is the name of a registered source (:mod:`jouletrace.sampling.registry`):
+    ``nvml``, ``sim`` (the simulated GPU), ``rapl``, ``rapl-perf``, ``rapl-msr``,
+    ``rapl-powercap``, or one registered since (see :func:`jouletrace.sources`).
 
-    Source options:
+    Source options (each source's module documents its own):
 
     * ``nvml``: ``gpus=[0, 1]`` (NVML indices; default all), ``nvml_library=PATH``
       (default ``$JOULETRACE_NVML_LIBRARY`` or ``libnvidia-ml.so.1``),
@@ -109,29 +112,24 @@ class Sampler:
             require_pyarrow()  # before anything starts
             if max_samples == 0:
                 max_samples = _STREAM_MAX_SAMPLES  # the memory of old samples is given back: no week bound
-        self.sim: SimGPU | None = None
-        common = dict(
+        spec = registry.lookup(source)
+        unknown = sorted(set(source_options) - spec.options)
+        if unknown:
+            raise InvalidArgumentError(
+                f"unknown option(s) for source {source!r}: {', '.join(unknown)}; "
+                f"it takes {', '.join(sorted(spec.options)) or 'none'}"
+            )
+        config = _core.SamplerConfig(
             rate_hz=float(rate_hz),
             ring_capacity=int(ring_capacity),
             spin_ns=-1 if spin_us is None else int(spin_us * 1000),
             drain_period_ns=0 if drain_period_s is None else int(drain_period_s * 1e9),
             max_records=int(max_samples),
         )
-        if source in ("nvml", "sim"):
-            self._native = self._make_nvml(source, source_options, common)
-        elif source.startswith("rapl"):
-            try:
-                from . import rapl
-            except ImportError:
-                raise SourceUnavailableError(
-                    f"source {source!r}: RAPL sources are not part of this build of jouletrace"
-                ) from None
-            self._native = rapl.make_native_sampler(source, source_options, common)
-        else:
-            raise InvalidArgumentError(
-                f"unknown source {source!r}; known sources: {', '.join(SOURCE_NAMES)} "
-                "(`jouletrace info` says which are usable here)"
-            )
+        opened = spec.open(dict(source_options), config)
+        self._native = opened.native
+        #: The simulated GPU behind a simulated source (``sim``), else None.
+        self.sim: SimGPU | None = opened.sim
         self._error_raised = False
         self._started_realtime_ns: int | None = None
         self._stopped_at_ns: int | None = None
@@ -145,31 +143,6 @@ class Sampler:
             path=os.fspath(stream_to), compact=compact, keep_s=keep_s, flush_s=flush_s)
         #: Set by a Monitor: its windows that ended since the last call, for the stream.
         self._windows_stream: Any = None
-
-    def _make_nvml(self, source: str, opts: dict[str, Any], common: dict[str, Any]) -> Any:
-        gpus = opts.pop("gpus", None)
-        timestamps = bool(opts.pop("timestamps", True))
-        if source == "sim":
-            from .sim import SimGPU
-
-            if "nvml_library" in opts:
-                raise InvalidArgumentError("source 'sim' takes sim=SimGPU(...), not nvml_library=")
-            sim = opts.pop("sim", None)
-            if sim is None:
-                sim = SimGPU()
-            if not isinstance(sim, SimGPU):
-                raise InvalidArgumentError(f"sim= must be a jouletrace.sampling.sim.SimGPU, got {type(sim).__name__}")
-            self.sim = sim
-            library = str(sim.library_path)
-        else:
-            lib = opts.pop("nvml_library", None)
-            library = "" if lib is None else os.fspath(lib)
-        if opts:
-            raise InvalidArgumentError(f"unknown option(s) for source {source!r}: {', '.join(sorted(opts))}")
-        gpu_list = [] if gpus is None else [int(g) for g in ([gpus] if isinstance(gpus, int) else gpus)]
-        return _core.Sampler.nvml(
-            library=library, gpus=gpu_list, timestamps=timestamps, source_name=source, **common
-        )
 
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> Sampler:
@@ -245,11 +218,12 @@ class Sampler:
 
     @property
     def rate_hz(self) -> float:
-        return float(self._native.config["rate_hz"])
+        return float(self._native.config.rate_hz)
 
     @property
     def config(self) -> dict[str, Any]:
-        return dict(self._native.config)
+        """The sampler settings in force (rate_hz, ring_capacity, spin_ns, drain_period_ns, max_records)."""
+        return self._native.config.to_dict()
 
     @property
     def dropped(self) -> int:
@@ -279,9 +253,9 @@ class Sampler:
             "schema": 1,
             "jouletrace_version": _version(),
             "source": self._native.source_name,
-            "rate_hz": cfg["rate_hz"],
-            "ring_capacity": cfg["ring_capacity"],
-            "spin_ns": cfg["spin_ns"],
+            "rate_hz": cfg.rate_hz,
+            "ring_capacity": cfg.ring_capacity,
+            "spin_ns": cfg.spin_ns,
             "host": socket.gethostname(),
             "user": _user(),
             "kernel": platform.release(),
@@ -295,6 +269,7 @@ class Sampler:
             "dropped_storage": int(self._native.dropped_storage),
             "missed_deadlines": int(self._native.missed_deadlines),
             "channels": {name: ("cumulative" if cum else "level") for name, cum in self._native.channels},
+            "counters": counters.published(self._native.channel_info),
             "device": dict(self._native.metadata),
             "pauses": [list(p) for p in self._pauses],
         }
