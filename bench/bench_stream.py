@@ -201,6 +201,35 @@ def timing(seconds: float, folder: str) -> dict[str, tuple[float, float, float]]
     return out
 
 
+def timing_paired(pairs: int, seconds: float, folder: str) -> dict[str, object]:
+    """Streaming off and on alternated ``pairs`` times (``seconds`` each): whatever else the machine
+    does drifts slowly, so each pair's difference of p99 cancels it; the sign test over pairs says
+    whether streaming moves the p99 (no timed assert: a figure for RESULTS)."""
+    p99 = {"off": [], "on": []}
+    late = {"off": [], "on": []}
+    sim = SimGPU()
+    for i in range(pairs):
+        order = (("off", {}), ("on", {"stream_to": tempfile.mkdtemp(dir=folder) + "/timing.jt", "keep_s": None}))
+        for label, kw in (order if i % 2 == 0 else order[::-1]):
+            s = jouletrace.Sampler("sim", sim=sim, rate_hz=RATE, **kw)
+            s.start()
+            t_end = time.monotonic() + seconds
+            x = 0
+            while time.monotonic() < t_end:  # the main thread busy in Python
+                x += 1
+            s.stop()
+            t = np.asarray(s.recording().t_before_ns)
+            dev = np.abs(np.diff(t) - 1e9 / RATE) / 1000.0
+            p99[label].append(float(np.percentile(dev, 99)))
+            late[label].append(float(np.mean(dev > 100.0)))
+    sim.close()
+    d = np.array(p99["on"]) - np.array(p99["off"])
+    return {"pairs": pairs, "p99_off_median_us": float(np.median(p99["off"])),
+            "p99_on_median_us": float(np.median(p99["on"])), "p99_diff_median_us": float(np.median(d)),
+            "on_higher_in": int(np.sum(d > 0)), "late_100us_off": float(np.median(late["off"])),
+            "late_100us_on": float(np.median(late["on"]))}
+
+
 def windows_30_days(n_windows: int = 1_000_000) -> dict[str, float]:
     days = 30
     n_upd = int(days * 86400 * 1e9 / PERIOD_NS)
@@ -344,11 +373,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hours", type=float, default=10.0)
     ap.add_argument("--seconds", type=float, default=3.0, help="each timing run")
     ap.add_argument("--skip-30d", action="store_true")
+    ap.add_argument("--timing-pairs", type=int, metavar="N", help="only: streaming off/on alternated N times")
     ap.add_argument("--blocks-30d-only", action="store_true", help="only part 4 (a month read block by block)")
     ap.add_argument("--days", type=float, default=30.0, help="length of part 4's recording")
     args = ap.parse_args(argv)
     folder = tempfile.mkdtemp(prefix="jt-bench-stream-")
     try:
+        if args.timing_pairs:
+            print("timing, paired:", timing_paired(args.timing_pairs, args.seconds, folder), flush=True)
+            return
         if args.blocks_30d_only:
             print(f"{args.days:g} days read block by block:", blocks_30_days(folder, args.days), flush=True)
             return
