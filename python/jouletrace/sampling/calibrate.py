@@ -89,6 +89,38 @@ def _sleep_until(t_ns: int) -> None:
         time.sleep(min(left * 1e-9, 0.05) if left > 2_000_000 else 0.0)
 
 
+#: How long a wait on the sampler's progress may take before the sampler counts as starved (s).
+LIVENESS_S = 60.0
+#: Least time from planning the pulses to the first one (ns).
+_LEAD_NS = 500_000_000
+
+
+def _clean_median(v: np.ndarray, t_before: np.ndarray, t_after: np.ndarray, a: int, b: int) -> float:
+    """Median of the finite values of the reads wholly inside [a, b] (NaN if there is none)."""
+    i, j = np.searchsorted(t_before, a), np.searchsorted(t_before, b, side="right")
+    x = v[i:j][(t_after[i:j] <= b) & np.isfinite(v[i:j])]
+    return float(np.median(x)) if x.size else float("nan")
+
+
+def _starved(s: Any, what: str) -> str:
+    return (f"calibration: the sampler did not read {what} within {LIVENESS_S:g} s of wall clock "
+            f"({s.reads} reads, {s.missed_deadlines} missed deadlines): its thread is starved of the CPU; "
+            "calibrate on a less loaded machine")
+
+
+def _wait_for_reads_past(s: Any, t_ns: int, what: str) -> None:
+    """Return once the sampler ``s`` has begun a read after CLOCK_MONOTONIC ``t_ns``."""
+    deadline = time.monotonic() + LIVENESS_S
+    while True:
+        s.check()
+        latest = s.last_read_ns()
+        if latest is not None and latest > t_ns:
+            return
+        if time.monotonic() > deadline:
+            raise SourceUnavailableError(_starved(s, what))
+        time.sleep(0.005)
+
+
 def cuda_load(device: int = 0) -> CallableLoad:
     """A CUDA busy loop through torch or cupy, whichever is installed (else says what to install)."""
     try:
@@ -160,23 +192,35 @@ def calibrate(*, sim: Any = None, gpu: int = 0, load: LoadDriver | None = None, 
     key = f"gpu{gpu}"
     kwargs: dict[str, Any] = {"sim": sim} if sim is not None else {}
     with Sampler("sim" if sim is not None else "nvml", rate_hz=rate_hz, **kwargs) as s:
-        time.sleep(0.2)
-        u = s.recording().updates(key)
-        while u.period_ns is None or len(u) < 4:
-            time.sleep(0.1)
-            u = s.recording().updates(key)
-            if s.recording().duration_s > 5.0:
+        # The idle look lasts 5 s of *recording* (what the sampler read), however long the wall
+        # clock takes to give it that on a loaded machine; LIVENESS_S only catches a stuck thread.
+        liveness = time.monotonic() + LIVENESS_S
+        u = None
+        while u is None or u.period_ns is None or len(u) < 4:
+            time.sleep(0.05)
+            s.check()
+            rec = s.recording()
+            u = rec.updates(key)
+            if rec.duration_s > 5.0:
                 raise SourceUnavailableError(f"{key}'s energy counter did not update within 5 s")
+            if time.monotonic() > liveness:
+                raise SourceUnavailableError(_starved(s, f"5 s of idle readings of {key}"))
         period = int(round(u.period_ns / 1000.0)) * 1000
         last = int(u.t_ns[-1])
         d = max(period // 20, 100_000)
         margin = min(1_000_000, period // 50)
         offsets = list(range(margin, period - margin - d + 1, d))
-        first = last + 2 * period * (1 + (_core.monotonic_ns() - last) // period)
+        # The first pulse starts at least _LEAD_NS from now (and 2 periods past the last update):
+        # a simulated load must be appended before its start, which a stalled caller could miss.
+        lead = max(_core.monotonic_ns() + _LEAD_NS - last, 0)
+        first = last + 2 * period * (1 + lead // (2 * period))
         ends = [first + (2 * i + 1) * period - o for i, o in enumerate(offsets)]  # pulses end o before an update
         planned = [(e - d, e) for e in ends]
         achieved = load.run(planned)
-        time.sleep(3 * period * 1e-9)
+        # Wait for the sampler, not the clock: the update after the last pulse and the power
+        # reading shown after it (up to half a period on) must have been read, however late.
+        _wait_for_reads_past(s, max(b for _, b in achieved) + period + period // 2,
+                             f"the update after the last calibration pulse of {key}")
     rec = s.recording()
     upd = rec.updates(key)
     t_up, v_up = upd.t_ns, upd.value
@@ -205,21 +249,25 @@ def calibrate(*, sim: Any = None, gpu: int = 0, load: LoadDriver | None = None, 
     excess_e = pulse_e - np.median(idle_e)
     pw_ch = f"{key}.power_w"
     excess_p = None
+    unread = 0
     if pw_ch in rec:
         pw = np.asarray(rec[pw_ch])
-        t = np.asarray(rec.t_before_ns)
-        after = np.searchsorted(t, np.array(u_end) + period // 10)  # the reading shown after the update
-        before = np.searchsorted(t, np.array(u_end) - period // 2)
-        ok = (after < t.size) & (before < t.size)
-        if ok.all() and np.isfinite(pw[after]).all():
-            excess_p = pw[after] - np.median(pw[before])
+        tb, ta = np.asarray(rec.t_before_ns), np.asarray(rec.t_after_ns)
+        # The reading shown after the pulse's update (it holds until the next one), and the idle one
+        # shown before it: only reads wholly inside those spans, so that a read made late (its thread
+        # starved) or one that took long cannot show the neighbouring period's value.
+        shown = np.array([_clean_median(pw, tb, ta, u + period // 10, u + period - period // 10) for u in u_end])
+        idle = np.array([_clean_median(pw, tb, ta, u - period + period // 10, u - period // 10) for u in u_end])
+        unread = int(np.count_nonzero(~np.isfinite(shown)))
+        if np.isfinite(idle).any() and unread < len(u_end):
+            excess_p = shown - np.nanmedian(idle)
     seen = excess_p if excess_p is not None else excess_e
-    full_seen = float(np.max(seen))
+    full_seen = float(np.nanmax(seen))
     if not full_seen > 0:
         raise SourceUnavailableError(f"{key}: the calibration load did not show in the sensor; is the load on this GPU?")
     ratio = np.clip(seen / full_seen, 0.0, 1.0)
     off = np.array(offsets, dtype=np.float64)
-    visible = ratio > 0.02
+    visible = np.isfinite(ratio) & (ratio > 0.02)  # a pulse without a clean reading (unread) says nothing
     window = float(np.max(off[visible] + ratio[visible] * d)) if visible.any() else float("nan")
     window = float(round(window / 1000.0) * 1000.0)
     near = (off + d) <= window
@@ -240,7 +288,7 @@ def calibrate(*, sim: Any = None, gpu: int = 0, load: LoadDriver | None = None, 
     cal = Calibration(model, uuid, {
         "offsets_ns": offsets, "pulse_ns": d, "counter_excess_j": excess_e.tolist(),
         "power_excess_w": None if excess_p is None else excess_p.tolist(), "far_near_ratio": far_near,
-        "update_timing": upd.method,
+        "update_timing": upd.method, "unread_pulses": unread,
     })
     if save:
         if not uuid:

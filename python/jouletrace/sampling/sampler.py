@@ -238,6 +238,17 @@ class Sampler:
     def reads(self) -> int:
         return int(self._native.reads)
 
+    def last_read_ns(self) -> int | None:
+        """CLOCK_MONOTONIC ns at which the latest stored read began (None before the first).
+
+        How far the sampling thread has got: a wait for the samples after some instant
+        waits on this, not on the wall clock, since a thread starved of the CPU falls behind.
+        """
+        if self._native.running:
+            self._native.drain()
+        t = self._native.columns()["t_before_ns"]
+        return int(t[-1]) if len(t) else None
+
     @property
     def memory_bytes(self) -> int:
         """Memory committed for the samples stored so far (grows with the recording)."""
