@@ -302,3 +302,67 @@ def test_totals_leave_out_sub_domains():
     m._fill(energy, {k: 0.5 for k in energy}, {k: () for k in energy}, {k: "counter" for k in energy})
     assert m.total_j == 112.0
     assert m.total_uncertainty_j == 1.5
+
+
+def _starve(sampler, stall_from_ns: int, release_after_s: float) -> None:  # type: ignore[no-untyped-def]
+    """Make ``sampler`` look starved of the CPU: the reads it begins after ``stall_from_ns`` stay
+    unseen (recording, progress) for ``release_after_s`` of wall clock, then all appear at once, as
+    when a starved thread catches up."""
+    from jouletrace.energy.recording import Recording
+
+    release = time.monotonic_ns() + int(release_after_s * 1e9)
+    real_rec, real_last = sampler.recording, sampler.last_read_ns
+
+    def recording():  # type: ignore[no-untyped-def]
+        r = real_rec()
+        if time.monotonic_ns() >= release:
+            return r
+        n = int(np.searchsorted(r.t_before_ns, stall_from_ns))
+        return Recording(t_ns=r.t_ns[:n], t_before_ns=r.t_before_ns[:n], t_after_ns=r.t_after_ns[:n],
+                         seq=r.seq[:n], status=r.status[:n], values={k: r[k][:n] for k in r.channels},
+                         cumulative={k: r.is_cumulative(k) for k in r.channels}, clock_pairs=r.clock_pairs,
+                         metadata=r.metadata)
+
+    def last_read_ns():  # type: ignore[no-untyped-def]
+        last = real_last()
+        return last if time.monotonic_ns() >= release or last is None else min(last, stall_from_ns - 1)
+
+    sampler.recording, sampler.last_read_ns = recording, last_read_ns
+
+
+def test_the_wait_for_closing_updates_follows_a_starved_sampler(make_sim):  # type: ignore[no-untyped-def]
+    """A sampler thread that gets no CPU for 0.6 s right after a window ends (far longer than the
+    (3 + 1) x 50 ms + 50 ms that the wall-clock wait used to allow) delays the result; it does not
+    make it extrapolated. resolve(wait=False) still returns at once."""
+    sim = make_sim(update_period_s=0.05)
+    with Monitor(sim=sim, cpu=False) as mon:
+        s = mon.samplers[0]
+        wait_until(lambda: mon._period_seen(0, "gpu0.energy_j", s.recording()) is not None,  # noqa: SLF001
+                   "the sensor period to be seen")
+        m = mon.begin_window("starved")
+        time.sleep(0.01)
+        mon.end_window("starved")
+        _starve(s, m.t1_ns, 0.6)
+        t = time.monotonic()
+        m.resolve(wait=False)
+        assert time.monotonic() - t < 0.3 and m.provisional and "extrapolated" in m.flags
+        m.resolve()
+        assert time.monotonic() - t >= 0.6  # it waited for the sampler to catch up
+        assert "extrapolated" not in m.flags and "wait_capped" not in m.flags and not m.provisional
+        assert m.total_j == pytest.approx(float(sim.true_energy(m.t0_ns, m.t1_ns)), rel=0.2)
+
+
+def test_a_sampler_that_never_catches_up_hits_the_wall_clock_cap(make_sim):  # type: ignore[no-untyped-def]
+    sim = make_sim(update_period_s=0.05)
+    with Monitor(sim=sim, cpu=False) as mon:
+        mon.wait_cap_s = 0.5
+        s = mon.samplers[0]
+        wait_until(lambda: mon._period_seen(0, "gpu0.energy_j", s.recording()) is not None,  # noqa: SLF001
+                   "the sensor period to be seen")
+        m = mon.begin_window("stuck")
+        mon.end_window("stuck")
+        _starve(s, m.t1_ns, 3600.0)
+        t = time.monotonic()
+        assert {"extrapolated", "wait_capped"} <= set(m.flags)  # it says so, instead of waiting forever
+        assert 0.5 <= time.monotonic() - t < 30.0 and m.wait_capped and m.to_dict()["wait_capped"]
+        assert "wait_capped" in str(m)

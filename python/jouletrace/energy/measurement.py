@@ -233,7 +233,7 @@ class Measurement:
     # these per window on the caller's thread, so it costs one small allocation, no more.
     __slots__ = ("name", "t0_ns", "t1_ns", "_energy", "_unc", "_flags", "_method", "_resolver",
                  "_sensor_model", "_edges", "_ready", "_work", "_uuid", "provisional",
-                 "unavailable_reason", "_stack", "__weakref__")
+                 "wait_capped", "unavailable_reason", "_stack", "__weakref__")
 
     def __init__(self, name: str | None = None, t0_ns: int = 0, t1_ns: int | None = None) -> None:
         self.name = name
@@ -251,6 +251,9 @@ class Measurement:
         self._uuid: dict[str, str] | None = None
         #: True when computed without waiting for the updates after the end (values may change).
         self.provisional = False
+        #: True when the wait for the sensor's updates after the end hit the Monitor's wall-clock cap
+        #: (``Monitor.wait_cap_s``: its sampler thread was starved) and the end was extrapolated.
+        self.wait_capped = False
         #: Why nothing was measured (no usable source here), else None.
         self.unavailable_reason: str | None = None
         self._stack: list[Measurement] | None = None  # the Monitor's open-window stack holding it
@@ -417,7 +420,8 @@ class Measurement:
         """Every flag set on any key, in :data:`FLAG_NAMES` order."""
         self._need()
         seen = {f for fl in self._flags.values() for f in fl}
-        extra = ("provisional",) * self.provisional + ("unavailable",) * (self.unavailable_reason is not None)
+        extra = (("provisional",) * self.provisional + ("wait_capped",) * self.wait_capped
+                 + ("unavailable",) * (self.unavailable_reason is not None))
         return tuple(n for n in FLAG_NAMES.values() if n in seen) + extra
 
     @property
@@ -459,6 +463,7 @@ class Measurement:
             "uuid": dict(self.uuid),
             "work": self.work,
             "provisional": self.provisional,
+            "wait_capped": self.wait_capped,
             "unavailable_reason": self.unavailable_reason,
         }
 
@@ -473,6 +478,8 @@ class Measurement:
         lines = [f"{title}: {self.duration_s:.6g} s, {_pm(self.total_j, self.total_uncertainty_j)} J total"]
         if self.provisional:
             lines[0] += " (provisional: computed before the sensor updated after the end)"
+        if self.wait_capped:
+            lines[0] += " (wait_capped: its sampler was starved; the end is extrapolated)"
         width = max((len(k) for k in self._energy or {}), default=0)
         for k, e in (self._energy or {}).items():
             note = self._method.get(k, "")

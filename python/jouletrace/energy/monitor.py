@@ -22,8 +22,11 @@ updates only every sensor period (NVML: up to 100 ms), so the update that
 brackets a window's end may not have happened yet when the window ends. On
 first use the Monitor therefore waits until every counter has been seen to
 update ``wait_updates`` times (default 3: the bound uses the two intervals
-after the end) past the window's end — at most about that many sensor periods
-after the end, never longer — and then integrates. ``resolve(wait=False)``
+after the end) past the window's end — until the samplers have *read* about
+that many sensor periods past the end (their progress, not the wall clock: on
+a loaded machine a starved sampler thread reads late, and the wait lasts until
+it has caught up, at most ``Monitor.wait_cap_s``, 10 s, of wall clock; a window
+whose wait hit that cap is flagged ``wait_capped``) — and then integrates. ``resolve(wait=False)``
 computes at once instead, extrapolating past the last update (flag
 ``extrapolated``, with a bound to match).
 
@@ -94,6 +97,9 @@ __all__ = ["Monitor"]
 
 # How long to assume a sensor period is before one has been seen (NVML's slowest).
 _DEFAULT_PERIOD_S = 0.1
+#: Default wall-clock cap (s) on the wait for a window's closing updates: a liveness bound for a
+#: sampler thread that stops progressing, far above what a loaded machine delays it by.
+_WAIT_CAP_S = 10.0
 
 #: Options every sampler takes.
 _SAMPLER_OPTIONS = frozenset({"ring_capacity", "spin_us", "drain_period_s", "max_samples"})
@@ -178,6 +184,9 @@ class Monitor:
             sampler_options.setdefault("max_samples", _STREAM_MAX_SAMPLES)
         self.sync = sync
         self.wait_updates = max(0, int(wait_updates))
+        #: Wall-clock bound (s) on one wait for the updates after a window's end, which otherwise
+        #: lasts until the samplers have read far enough past it (``_wait_for_updates``).
+        self.wait_cap_s = _WAIT_CAP_S
         if edges not in ("aligned", "independent"):
             raise InvalidArgumentError(f"edges must be 'aligned' or 'independent', got {edges!r}")
         self.edges = edges
@@ -672,15 +681,20 @@ class Monitor:
         """Energy of arbitrary windows (CLOCK_MONOTONIC ns) over every sampler, vectorised."""
         a = np.atleast_1d(np.asarray(t0s, dtype=np.int64))
         b = np.atleast_1d(np.asarray(t1s, dtype=np.int64))
+        return self._energies(a, b, wait)[0]
+
+    def _energies(self, a: np.ndarray, b: np.ndarray, wait: bool) -> tuple[WindowEnergies, bool]:
+        """``energies`` and whether the wait for the closing updates hit ``wait_cap_s``."""
+        capped = False
         with self._resolve_lock:
             if wait and b.size:
-                self._wait_for_updates(int(b.max()))
+                capped = self._wait_for_updates(int(b.max()))
             out = WindowEnergies(t0_ns=a, t1_ns=b)
             for si, s in enumerate(self._samplers):
                 we = s.recording().energies(a, b, edges=self.edges)
                 out.merge(we.renamed(self._rename[si]) if self._rename[si] else we)
             out.uuid.update({k: u for k, u in self.uuids.items() if k in out.energy_j})
-        return out
+        return out, capped
 
     # -- computation ------------------------------------------------------------------------
     def _resolve(self, wait: bool, only: list[Measurement] | None = None) -> None:
@@ -702,7 +716,7 @@ class Monitor:
                 return
             t0s = np.fromiter((m.t0_ns for m in batch), dtype=np.int64, count=len(batch))
             t1s = np.fromiter((m.t1_ns for m in batch), dtype=np.int64, count=len(batch))  # type: ignore[misc]
-            we = self.energies(t0s, t1s, wait=wait)
+            we, capped = self._energies(t0s, t1s, wait)
             # Without waiting, a window is final only if its end was already followed by the updates.
             provisional = not wait and self.running and not self._is_ready(int(t1s.max()))
             # Filled straight from the arrays (one list per key, flag names memoised per value):
@@ -728,28 +742,38 @@ class Monitor:
                 m.uuid = dict(uuid)
                 m.sensor_model, m.edges = sensor_model, edges
                 m.provisional = provisional
+                m.wait_capped = capped
             if provisional:
                 return  # stay pending: a later waiting read replaces them with the final values
             with self._lock:
                 done = set(map(id, batch))
                 self._pending = [m for m in self._pending if id(m) not in done]
 
-    def _wait_for_updates(self, t1_ns: int) -> None:
-        """Wait until every running counter has updated ``wait_updates`` times past ``t1_ns``."""
+    def _wait_for_updates(self, t1_ns: int) -> bool:
+        """Wait until every running counter has updated ``wait_updates`` times past ``t1_ns``.
+
+        The deadline is the samplers' progress, not the wall clock: the wait ends once every
+        running sampler has *read* past ``t1_ns`` + ``wait_updates + 1`` sensor periods + 50 ms
+        (a counter still short of its updates then has stopped updating: its end is extrapolated).
+        A sampler thread starved of the CPU reads late, and the wait lasts until it has caught up,
+        up to ``wait_cap_s`` of wall clock (a liveness bound). Returns True when that cap cut the
+        wait short (the windows are flagged ``wait_capped``).
+        """
         if self.wait_updates <= 0:
-            return
-        deadline: float | None = None
+            return False
+        cap: float | None = None
         while True:
             missing, longest = self._missing_updates(t1_ns)
             if not missing:
-                return
+                return False
+            horizon = t1_ns + int(((self.wait_updates + 1) * longest + 0.05) * 1e9)
+            if all(_read_past(s, horizon) for s in self._samplers if s.running):
+                return False
             now = time.monotonic()
-            if deadline is None:
-                # From the window's end: wait_updates periods, a margin for the polling.
-                spent = max(0.0, (time.monotonic_ns() - t1_ns) * 1e-9)
-                deadline = now + (self.wait_updates + 1) * longest + 0.05 - spent
-            if now >= deadline:
-                return
+            if cap is None:
+                cap = now + self.wait_cap_s
+            if now >= cap:
+                return True
             time.sleep(min(max(longest / 20, 0.0005), 0.01))
 
     def _period_seen(self, si: int, ch: str, rec: Recording) -> float | None:
@@ -800,6 +824,12 @@ def stream_paths(output: str, sources: Sequence[str]) -> list[str]:
         return [output]
     root, ext = os.path.splitext(output)
     return [f"{root}.{src}{ext or '.jt'}" for src in sources]
+
+
+def _read_past(sampler: Sampler, t_ns: int) -> bool:
+    """Whether ``sampler`` has begun a read after CLOCK_MONOTONIC ``t_ns``."""
+    last = sampler.last_read_ns()
+    return last is not None and last > t_ns
 
 
 def _updates_after(rec: Recording, channel: str, t_ns: int) -> int:
