@@ -31,7 +31,8 @@ from ..sampling.sampler import Sampler
 from ..sampling.sim import SimGPU
 from .workloads import name_watts, sharing_segments, tile
 
-__all__ = ["SENSORS", "ReplayDevice", "Replay", "replay", "score", "summarize", "oracle_updates", "without_timestamps"]
+__all__ = ["SENSORS", "ReplayDevice", "Replay", "replay", "recording_quality", "score", "summarize", "oracle_updates",
+           "without_timestamps"]
 
 #: Sensor kinds: H100-like (100 ms updates, 25 ms averaging) and A100-like (20 ms).
 SENSORS: dict[str, dict[str, float]] = {
@@ -81,6 +82,36 @@ class Replay:
     grids: dict[str, tuple[int, int]] = field(default_factory=dict)
     missed_deadlines: dict[str, int] = field(default_factory=dict)
 
+    def quality(self) -> dict[str, dict[str, float]]:
+        """Per sensor kind: :func:`recording_quality` of its recording, against its update period."""
+        return {k: recording_quality(r, self.grids[k][0] if k in self.grids else None)
+                for k, r in self.recordings.items()}
+
+
+def recording_quality(recording: Recording, update_period_ns: float | None = None) -> dict[str, float]:
+    """How well the sampler kept its schedule, measured from the recording alone.
+
+    ``missed_fraction``: deadlines missed (the thread ran a whole period late) over deadlines due;
+    ``longest_gap_s``: the longest time between the starts of two consecutive reads;
+    ``gap_periods``: that gap in sensor update periods (``update_period_ns``, else the recording's
+    own estimate): below 1, no two counter updates fell between two reads, so no counter interval
+    was merged with the next.
+    """
+    t = np.asarray(recording.t_before_ns, dtype=np.int64)
+    reads = int(t.size)
+    missed = int(recording.missed_deadlines)
+    gap = float(np.diff(t).max()) if reads > 1 else float("inf")
+    if update_period_ns is None:
+        seen = [recording.update_period_ns(c) for c in recording.channels if c.endswith(".energy_j")]
+        update_period_ns = min((p for p in seen if p), default=None)
+    return {
+        "reads": reads,
+        "missed_deadlines": missed,
+        "missed_fraction": missed / max(reads + missed, 1),
+        "longest_gap_s": gap * 1e-9,
+        "gap_periods": gap / update_period_ns if update_period_ns else float("nan"),
+    }
+
 
 def replay(tables: Mapping[str, KernelTable], seconds: float, *, sensors: Mapping[str, Mapping[str, float]] = SENSORS,
            rate_hz: float = 1000.0, seed: int = 0, idle_w: float = 60.0,
@@ -94,8 +125,22 @@ def replay(tables: Mapping[str, KernelTable], seconds: float, *, sensors: Mappin
     """
     if not tables:
         raise ValueError("no traces to replay")
+    # The schedule begins ``lead`` after it is planned: writing it and starting the samplers must fit
+    # in that, which a loaded machine may not grant (a few seconds, measured); a schedule whose start
+    # the samplers missed is played again with a longer lead, so that every replay is recorded whole.
+    for lead_ns in (1_500_000_000, 4_000_000_000, 10_000_000_000):
+        r = _replay_once(tables, seconds, sensors, rate_hz, seed, idle_w, gap_ns, lead_ns, sampler_options)
+        if r is not None:
+            return r
+    raise TimeoutError("the samplers started after the schedule began, three times (leads up to 10 s)")
+
+
+def _replay_once(tables: Mapping[str, KernelTable], seconds: float, sensors: Mapping[str, Mapping[str, float]],
+                 rate_hz: float, seed: int, idle_w: float, gap_ns: tuple[int, int], lead_ns: int,
+                 sampler_options: dict[str, Any]) -> Replay | None:
+    """One replay (``replay``), or None when the samplers were not reading by the schedule's start."""
     rng_phase = np.random.default_rng([seed, 7])
-    start = monotonic_ns() + 1_500_000_000  # time to write the schedules before it begins
+    start = monotonic_ns() + lead_ns  # time to write the schedules before it begins
     sims: dict[str, SimGPU] = {}
     devices: list[ReplayDevice] = []
     try:
@@ -117,8 +162,22 @@ def replay(tables: Mapping[str, KernelTable], seconds: float, *, sensors: Mappin
         for smp in samplers.values():
             smp.start()
         try:
+            # Started before the schedule, but is each reading by then? (A sampler's first read is
+            # the start of its recording: a schedule begun earlier would be recorded in part.)
+            while not all(smp.last_read_ns() is not None for smp in samplers.values()):
+                if monotonic_ns() > start:
+                    break
+                time.sleep(0.001)
+            if not all((smp.last_read_ns() or start) < start for smp in samplers.values()):
+                return None
+            # Until every sampler has *read* past the updates that close the schedule: on a loaded
+            # machine a starved thread reads late, so the wall clock alone would cut its tail off.
             longest = max(v.update_period_ns for v in sims.values())
-            while monotonic_ns() < end + 3 * longest + 100_000_000:
+            until = end + 3 * longest + 100_000_000
+            deadline = time.monotonic() + seconds + 60.0  # liveness only
+            while not all((smp.last_read_ns() or 0) > until for smp in samplers.values()):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the samplers did not read past the schedule's end within {seconds + 60:g} s")
                 time.sleep(0.05)
         finally:
             for smp in samplers.values():
