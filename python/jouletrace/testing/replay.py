@@ -128,11 +128,14 @@ def replay(tables: Mapping[str, KernelTable], seconds: float, *, sensors: Mappin
     # The schedule begins ``lead`` after it is planned: writing it and starting the samplers must fit
     # in that, which a loaded machine may not grant (a few seconds, measured); a schedule whose start
     # the samplers missed is played again with a longer lead, so that every replay is recorded whole.
-    for lead_ns in (1_500_000_000, 4_000_000_000, 10_000_000_000):
+    lead_ns = 1_500_000_000
+    for _ in range(3):
+        t0 = monotonic_ns()
         r = _replay_once(tables, seconds, sensors, rate_hz, seed, idle_w, gap_ns, lead_ns, sampler_options)
         if r is not None:
             return r
-    raise TimeoutError("the samplers started after the schedule began, three times (leads up to 10 s)")
+        lead_ns = max(2 * lead_ns, 2 * (monotonic_ns() - t0))  # the setup just measured, twice over
+    raise TimeoutError(f"the samplers were not reading by the schedule's start, three times (the setup took up to {lead_ns / 2e9:g} s)")
 
 
 def _replay_once(tables: Mapping[str, KernelTable], seconds: float, sensors: Mapping[str, Mapping[str, float]],
@@ -166,7 +169,7 @@ def _replay_once(tables: Mapping[str, KernelTable], seconds: float, sensors: Map
             # the start of its recording: a schedule begun earlier would be recorded in part.)
             while not all(smp.last_read_ns() is not None for smp in samplers.values()):
                 if monotonic_ns() > start:
-                    break
+                    return None
                 time.sleep(0.001)
             if not all((smp.last_read_ns() or start) < start for smp in samplers.values()):
                 return None
