@@ -16,9 +16,12 @@ from jouletrace.energy import updates as up
 from jouletrace.energy.blocks import BlockRecording, open_recording
 from jouletrace.energy.stream import StreamWriter
 
+# The jouletrace this test imports (the installed one in CI, the source tree with its built
+# extension in a dev tree): a child process must import the same one.
+PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(jouletrace.__file__)))
+
 EPOCH = 1_700_000_000_000_000_000
 P = 100_000_000
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def compacted(n_upd: int, *, seed: int = 0, stamps: bool = True, drift: float = 0.0, poll_ns: int = 1_000_000,
@@ -137,7 +140,7 @@ def write_stream(rec: jouletrace.Recording, path, *, windows=None) -> None:  # t
 
 
 def jt(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"), **(env_extra or {}))
+    env = dict(os.environ, PYTHONPATH=PKG_PARENT, **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "jouletrace", *args], capture_output=True, text=True, env=env,
                           timeout=300)
 
@@ -181,7 +184,7 @@ def test_report_memory_stays_bounded_on_a_recording_larger_than_its_blocks(tmp_p
         hwm = [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:")][0]
         print(json.dumps([type(rec).__name__, s["devices"][0]["energy_j"], hwm / 1024]))
     """)
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    env = dict(os.environ, PYTHONPATH=PKG_PARENT)
     out = {}
     for limit in (0, 1 << 40):
         r = subprocess.run([sys.executable, "-c", code, str(limit)], capture_output=True, text=True, env=env, timeout=600)

@@ -14,7 +14,10 @@ import jouletrace
 from jouletrace.errors import JouletraceError
 from jouletrace.sampling.sim import SimGPU
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The jouletrace this test imports (the installed one in CI, the source tree with its built
+# extension in a dev tree): a child process must import the same one.
+PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(jouletrace.__file__)))
+
 
 
 @pytest.fixture
@@ -49,7 +52,7 @@ _HIDE = "import sys; sys.modules['pyarrow'] = None; from jouletrace.cli import c
 
 
 def _record(tmp_path, *args: str) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    env = dict(os.environ, PYTHONPATH=PKG_PARENT)
     return subprocess.run([sys.executable, "-c", _HIDE, "record", "--source", "sim", *args, "--", "true"],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
 
