@@ -7,7 +7,7 @@ import time
 import pytest
 
 import jouletrace
-from jouletrace.sampling.calibrate import SimLoad, calibrate
+from jouletrace.energy.calibrate import SimLoad, calibrate
 from jouletrace.sampling.sensor_model import load_saved, sensor_file
 
 

@@ -80,7 +80,7 @@ def test_version_is_written_once_and_matches_the_installed_metadata():
         assert "version" not in project["project"]
         assert "version" in project["project"]["dynamic"]
         regex = project["tool"]["scikit-build"]["metadata"]["version"]
-        assert regex["input"] == "python/jouletrace/__init__.py"
+        assert regex["input"] == "python/jouletrace/_version.py"
     try:
         dist = importlib.metadata.distribution("jouletrace")
     except importlib.metadata.PackageNotFoundError:

@@ -14,8 +14,6 @@ Python sees the samples as zero-copy read-only numpy arrays.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import importlib as _importlib
 from typing import TYPE_CHECKING
 
@@ -25,10 +23,13 @@ from typing import TYPE_CHECKING
 from . import calibrate as _calibrate_module  # noqa: F401
 from . import sources as _sources_module  # noqa: F401
 from ._default import configure, default_monitor, window
+from ._version import __version__
+from .energy.calibrate import calibrate
 from .energy.measurement import Measurement, WindowEnergies
 from .energy.monitor import Monitor
 from .energy.recording import Recording
 from .energy.repeat import measure
+from .energy.sampler import SOURCE_NAMES, Sampler
 from .energy.storage import load
 from .errors import (
     DeviceLostError,
@@ -39,22 +40,25 @@ from .errors import (
     SourceUnavailableError,
     TraceFormatError,
 )
-from .kernels.markers import SyncMarkers
-from .sampling.calibrate import calibrate
-from .sampling.sampler import SOURCE_NAMES, Sampler
 from .sampling.sources import SourceInfo, sources
 
 if TYPE_CHECKING:
     from . import attribute, export, markers, sim
+    from .kernels.markers import SyncMarkers
 
 # Submodules loaded on first use (`jouletrace.attribute`, `from jouletrace import sim`), so that
-# `import jouletrace` does not pay for the kernel attribution, export and simulation code.
+# `import jouletrace` does not pay for the kernel attribution, export, trace importers and
+# simulation code; and names defined there (`jouletrace.SyncMarkers`). The one place the root
+# package imports lazily.
 _LAZY_SUBMODULES = ("attribute", "export", "markers", "sim")
+_LAZY_NAMES = {"SyncMarkers": "kernels.markers"}
 
 
 def __getattr__(name: str) -> object:
     if name in _LAZY_SUBMODULES:
         return _importlib.import_module(f".{name}", __name__)
+    if name in _LAZY_NAMES:
+        return getattr(_importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

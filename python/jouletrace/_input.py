@@ -25,7 +25,7 @@ import os
 import stat
 from typing import IO, NoReturn, Protocol
 
-from .errors import JouletraceError, PermissionDeniedError
+from .errors import InvalidArgumentError, JouletraceError, PermissionDeniedError
 
 __all__ = [
     "ENV_MAX_INPUT_BYTES",
@@ -72,16 +72,12 @@ def input_budget(max_bytes: int | None = None) -> int:
     """
     if max_bytes is not None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
-            from .errors import InvalidArgumentError
-
             raise InvalidArgumentError(f"max_bytes must be a positive integer, got {max_bytes!r}")
         return max_bytes
     env = os.environ.get(ENV_MAX_INPUT_BYTES)
     if env:
         value = _parse_size(env)
         if value is None:
-            from .errors import InvalidArgumentError
-
             raise InvalidArgumentError(
                 f"{ENV_MAX_INPUT_BYTES}={env!r} is not a size; use bytes, e.g. 2000000000 or 2G"
             )

@@ -1,6 +1,6 @@
-"""``jouletrace.calibrate``, kept for imports: it lives in :mod:`jouletrace.sampling.calibrate` now."""
+"""``jouletrace.calibrate``, kept for imports: it lives in :mod:`jouletrace.energy.calibrate` now."""
 
 from __future__ import annotations
 
-from .sampling.calibrate import *  # noqa: F403
-from .sampling.calibrate import __all__ as __all__
+from .energy.calibrate import *  # noqa: F403
+from .energy.calibrate import __all__ as __all__

@@ -51,6 +51,7 @@ command line (``jouletrace compare --categories FILE``).
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ from ..errors import InvalidArgumentError
 from ..kernels.alignment import Alignment, align, device_channels
 from ..kernels.attribution import attribute_launches, attribute_names
 from ..kernels.traces import KernelTable
+from .ops import _merge_numbered, group_by_op
 
 __all__ = ["CATEGORIES", "DEFAULT_PATTERNS", "IDLE", "OUTSIDE", "Breakdown", "categorize",
            "breakdown", "add_statistical", "group_kernels", "load_patterns"]
@@ -91,8 +93,6 @@ DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
 
 def load_patterns(path: str) -> list[tuple[str, str]]:
     """A JSON file of ``[["category", "regex"], ...]`` (checked: each regex compiles)."""
-    import json
-
     try:
         with open(path, encoding="utf-8") as fh:
             raw = json.load(fh)
@@ -133,13 +133,6 @@ def categorize(names: Sequence[str], patterns: Sequence[Sequence[str]] | None = 
     return out
 
 
-_NUMBERED = re.compile(r"(#|\s)\d+$")
-
-
-def _merge_numbered(name: str) -> str:
-    return _NUMBERED.sub(lambda m: f"{m.group(1)}N", name)
-
-
 def _paint(points: np.ndarray, starts: np.ndarray, ends: np.ndarray, ids: np.ndarray,
            innermost: bool) -> np.ndarray:
     """For sorted ``points``: the id of the innermost (shortest; or outermost: longest)
@@ -173,8 +166,6 @@ def group_kernels(kernels: KernelTable, by: str = "category", *, patterns: Seque
     if by == "range":
         return _by_range(kernels, ranges, level == "innermost", merge_numbered)
     if by in ("op", "scope"):
-        from .ops import group_by_op
-
         return group_by_op(kernels, by, ops=ops, pattern=ranges, innermost=level == "innermost",
                            merge_numbered=merge_numbered)
     raise InvalidArgumentError(f"by must be category, name, range, op or scope; got {by!r}")

@@ -51,10 +51,12 @@ from typing import Any
 
 import numpy as np
 
+from ..energy.measurement import counts_in_total
 from ..errors import InvalidArgumentError
 from ..kernels.alignment import align
 from ..kernels.attribution import attribute_launches
 from .breakdown import IDLE, add_statistical, breakdown
+from .projection import project
 from .work import STEP, select_windows, window_work_energies, work_table
 
 __all__ = ["Run", "SCHEMA", "JSON_SCHEMA", "summarize_run", "compare", "format_text", "format_csv"]
@@ -100,8 +102,6 @@ def _pick_unit(runs_work: Sequence[dict[str, float]], unit: str | None) -> str:
 
 def _timeline(rec: Any, t0: int, t1: int, points: int = 400) -> dict[str, list[float]]:
     """Power of the devices that count in the total, from t0, at most ``points`` points."""
-    from ..energy.measurement import counts_in_total
-
     out_t: np.ndarray | None = None
     total: np.ndarray | None = None
     for key in rec.energy_sources():
@@ -333,8 +333,6 @@ def compare(runs: Sequence[Run], *, baseline: int = 0, window: str | None = None
                       "within_uncertainty": bool(lo is None or hi is None or lo <= 1.0 <= hi),
                       "kind": "direct"}
         if projection is not None:
-            from .projection import project
-
             s["projection"] = project(e, e - ue, e + ue, unit=u, **projection)
         else:
             s["projection"] = None

@@ -22,6 +22,7 @@ grouped as ``"(no op)"``; ops outside every matching scope as ``"(no scope)"``.
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,12 @@ NO_OP = "(no op)"
 NO_SCOPE = "(no scope)"
 _OP_CATS = frozenset({"cpu_op", "Operator", "operator"})
 _SCOPE_CATS = frozenset({"user_annotation"})
+_NUMBERED = re.compile(r"(#|\s)\d+$")
+
+
+def _merge_numbered(name: str) -> str:
+    """``layer 3`` / ``block#12`` -> ``layer N`` / ``block#N``: numbered scopes merged into one group."""
+    return _NUMBERED.sub(lambda m: f"{m.group(1)}N", name)
 
 
 @dataclass
@@ -144,8 +151,6 @@ def group_by_op(kernels: Any, by: str, *, ops: KinetoOps | None = None, pattern:
     if by == "op":
         labels = np.where(op_idx >= 0, ops.name[np.maximum(op_idx, 0)], NO_OP)
     else:
-        from .breakdown import _merge_numbered
-
         scopes = np.flatnonzero(ops.kind == 1)
         if pattern is not None:
             ok = np.array([fnmatch.fnmatchcase(str(n), pattern) for n in ops.name[scopes]], dtype=bool)

@@ -48,15 +48,16 @@ from ..attribute import Attribution, attribute
 from ..energy.storage import load
 from ..errors import InvalidArgumentError
 from ..kernels import traces
+from ..kernels.export import merge_kineto, write_perfetto
 from ._summary import abnormal_end_note
 
 SCHEMA = "jouletrace.attribution/2"
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any, help: str) -> None:
     p = sub.add_parser(
         "attribute",
-        help="energy per CUDA kernel name from an nsys or PyTorch-profiler trace",
+        help=help,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -202,8 +203,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_text(result, table, args.top))
     if args.perfetto:
-        from ..kernels.export import merge_kineto, write_perfetto
-
         common = dict(kernels=kernels, alignment=result.alignment, launches=result.launches, names=result.names)
         if kernels.format == "kineto-json":
             merge_kineto(args.trace, args.perfetto, rec, **common)

@@ -29,8 +29,8 @@ from ..errors import InvalidArgumentError
 from ..kernels import traces
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("compare", help="compare runs: per unit of work, by category, why they differ",
+def add_parser(sub: Any, help: str) -> None:
+    p = sub.add_parser("compare", help=help,
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN[:TRACE]", help="recordings, each optionally with its trace")
     p.add_argument("--trace", action="append", default=[], metavar="TRACE",

@@ -21,14 +21,20 @@ from typing import Any
 import numpy as np
 
 from .._core import monotonic_ns
+from .._safe_output import write_bytes
+from ..analysis.compare import Run, compare
+from ..analysis.compare import format_text as format_comparison
+from ..analysis.report_html import render
 from ..attribute import attribute
+from ..energy.sampler import Sampler
 from ..energy.storage import load as jouletrace_load
 from ..kernels import traces
-from ..sampling.sampler import Sampler
+from ..kernels.export import merge_kineto
 from ..sampling.sim import SimGPU
 from ..testing.traces import write_kineto_json
 from . import attribute as attribute_cmd
 from ._summary import format_table, summarize
+from .report import plot
 
 #: name -> (typical duration µs, watts above idle, phase)
 KERNELS: dict[str, tuple[float, float, str]] = {
@@ -45,8 +51,8 @@ KERNELS: dict[str, tuple[float, float, str]] = {
 }
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("demo", help="record, report and attribute a simulated training run (no GPU needed)",
+def add_parser(sub: Any, help: str) -> None:
+    p = sub.add_parser("demo", help=help,
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="jouletrace-demo", help="folder for the files (default ./jouletrace-demo)")
     p.add_argument("--seconds", type=float, default=12.0, help="length of the simulated run (default 12)")
@@ -215,14 +221,10 @@ def run(args: argparse.Namespace) -> int:
         # 4. Files: a plot and a Perfetto timeline.
         print()
         try:
-            from .report import plot
-
             plot([rec], str(out / "demo.png"))
             print(f"wrote {out / 'demo.png'} (power timeline, steps shaded)")
         except Exception as exc:  # noqa: BLE001  (matplotlib is optional)
             print(f"no plot: {exc}")
-        from ..kernels.export import merge_kineto
-
         merge_kineto(trace_path, out / "demo-perfetto.json.gz", rec, kernels=kernels, alignment=result.alignment,
                      launches=result.launches, names=result.names)
         print(f"wrote {out / 'demo-perfetto.json.gz'} (open it in https://ui.perfetto.dev)")
@@ -235,10 +237,6 @@ def run(args: argparse.Namespace) -> int:
           f"(mixed precision), {seconds_b:g} s ...")
     b_rec, b_trace, truth_b = _record(out / "demo-cheaper", seconds_b, args.rate, np.random.default_rng(args.seed + 100),
                                       idle_w, speed=CHEAPER)
-    from .._safe_output import write_bytes
-    from ..analysis.compare import Run, compare, format_text
-    from ..analysis.report_html import render
-
     doc = compare([Run(jouletrace_load(rec_path), traces.load(trace_path), label="demo", path=rec_path,
                        trace_path=str(trace_path)),
                    Run(jouletrace_load(b_rec), traces.load(b_trace), label="demo-cheaper", path=b_rec,
@@ -246,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
                   projection={"rate_per_s": 1e4, "price_per_kwh": 0.15, "currency": "USD", "region": "WORLD"})
     print(" Compare (what `jouletrace compare demo.npz:demo-trace.json.gz demo-cheaper.npz:demo-cheaper-trace.json.gz "
           "--rate 1e4/s --price 0.15 --region WORLD` prints):")
-    print(format_text(doc))
+    print(format_comparison(doc))
     ratio = doc["runs"][1]["ratio"]["value"]
     true_ratio = truth_b / truth_a
     print(f"\n   energy per token, cheaper / baseline: measured {ratio:.4f}, truth {true_ratio:.4f} "

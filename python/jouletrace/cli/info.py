@@ -7,14 +7,17 @@ import json
 import time
 from typing import Any
 
+from .. import _core
+from ..energy.calibrate import calibrate, cuda_load
+from ..energy.sampler import Sampler
 from ..errors import JouletraceError
 from ..sampling import registry
 from ..sampling.sensors import facts_for
 from ..sampling.sources import sources
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("info", help="list sources, whether each is usable here and why not, GPUs and sensors")
+def add_parser(sub: Any, help: str) -> None:
+    p = sub.add_parser("info", help=help)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--measure", type=float, nargs="?", const=-1.0, default=0.0, metavar="SECONDS",
                    help="calibrate each GPU's sensor (update period, averaging window, part-time counter) with a "
@@ -25,9 +28,6 @@ def add_parser(sub: Any) -> None:
 
 def _gpus(measure_s: float) -> list[dict[str, Any]]:
     """Devices NVML reports, with their metadata, the published sensor facts and, optionally, a measurement."""
-    from .. import _core
-    from ..sampling.sampler import Sampler
-
     try:
         native = _core.Sampler.nvml(config=_core.SamplerConfig(rate_hz=1.0, max_records=1024))
     except JouletraceError:
@@ -68,8 +68,6 @@ def _gpus(measure_s: float) -> list[dict[str, Any]]:
 
 
 def _calibrate(gpus: list[dict[str, Any]], save: bool) -> None:
-    from ..sampling.calibrate import calibrate, cuda_load
-
     for i, d in enumerate(gpus):
         try:
             cal = calibrate(gpu=i, load=cuda_load(i), save=save)

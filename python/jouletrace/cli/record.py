@@ -44,6 +44,7 @@ from .._safe_output import check_output, fallback_path
 from ..energy.measurement import counts_in_total
 from ..energy.monitor import Monitor
 from ..energy.recording import Recording
+from ..energy.sampler import Sampler
 from ..energy.storage import _window_ok, load
 from ..energy.stream import require_pyarrow
 from ..errors import (
@@ -53,7 +54,6 @@ from ..errors import (
     SourceUnavailableError,
 )
 from ..sampling import registry
-from ..sampling.sampler import Sampler
 from ..sampling.sources import sources
 from ._summary import format_details, format_table, summarize
 
@@ -61,10 +61,10 @@ from ._summary import format_details, format_table, summarize
 EXIT_NOT_SAVED = 74
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any, help: str) -> None:
     p = sub.add_parser(
         "record",
-        help="run a command and record its energy (like perf stat)",
+        help=help,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -11,11 +11,12 @@ from typing import Any
 from .._safe_output import check_output, write_output
 from ..energy.blocks import open_recording
 from ..energy.recording import Recording
+from ..errors import InvalidArgumentError, JouletraceError
 from ._summary import abnormal_end_note, format_csv, format_details, format_table, summarize
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("report", help="summarise saved recordings (table, --csv, --json, --plot)")
+def add_parser(sub: Any, help: str) -> None:
+    p = sub.add_parser("report", help=help)
     p.add_argument("files", nargs="+", metavar="FILE", help="recordings written by `jouletrace record` or Recording.save")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="one CSV row per device")
@@ -32,8 +33,6 @@ def plot(recordings: list[Recording], path: str, size: tuple[float, float] = (12
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        from ..errors import JouletraceError
-
         raise JouletraceError(
             "--plot needs matplotlib, which is not installed: pip install 'jouletrace[plot]' "
             "(or pip install matplotlib)"
@@ -93,8 +92,6 @@ def run(args: argparse.Namespace) -> int:
             for r in recs:
                 print(format_details(r))
     if args.plot:
-        from ..errors import InvalidArgumentError
-
         try:
             w, h = (float(x) for x in args.size.lower().split("x"))
         except ValueError:

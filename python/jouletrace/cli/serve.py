@@ -8,12 +8,14 @@ import threading
 import time
 from typing import Any
 
+from ..energy.monitor import Monitor
 from ..errors import InvalidArgumentError
+from ..integrations.prometheus import expose
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any, help: str) -> None:
     p = sub.add_parser(
-        "serve", help="serve this node's energy, power and sampler health to Prometheus",
+        "serve", help=help,
         description="Run a Monitor over every usable source and serve it at http://ADDRESS:PORT/metrics "
         "(prometheus_client) until interrupted.",
     )
@@ -28,9 +30,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..energy.monitor import Monitor
-    from ..integrations.prometheus import expose
-
     if not 0 <= args.port <= 65535:
         raise InvalidArgumentError(f"--port must be 0..65535, got {args.port}")
     gpus: Any = args.gpus

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .._optional import require
 from ..errors import InvalidArgumentError
 from .windows import FLAG_NAMES, flag_names
 
@@ -135,8 +136,6 @@ class WindowEnergies:
         """One row per window: ``name`` (if known), ``t0_ns``, ``t1_ns``, ``duration_s``,
         ``total_j``, ``total_uncertainty_j``, then ``<key>.energy_j``, ``<key>.uncertainty_j``
         and ``<key>.flags`` (flag names joined by ``|``) per device key. Needs pandas."""
-        from .._optional import require
-
         pd = require("pandas", "WindowEnergies.to_pandas()")
         cols: dict[str, Any] = {}
         if self.names is not None:

@@ -88,10 +88,12 @@ from ..errors import (
 )
 from ..sampling import registry
 from ..sampling.devices import GpuDevice, select_gpus
-from ..sampling.sampler import _STREAM_MAX_SAMPLES, Sampler
+from ..sampling.sources import sources as probe_sources
 from .measurement import Measurement, WindowEnergies, check_work
 from .recording import Recording
-from .windows import flag_names
+from .sampler import _STREAM_MAX_SAMPLES, Sampler
+from .stream import require_pyarrow
+from .windows import flag_names, infer_update_period
 
 __all__ = ["Monitor"]
 
@@ -178,8 +180,6 @@ class Monitor:
     ) -> None:
         self.rate_hz = float(rate_hz)
         if stream_to is not None:
-            from .stream import require_pyarrow
-
             require_pyarrow()
             sampler_options.setdefault("max_samples", _STREAM_MAX_SAMPLES)
         self.sync = sync
@@ -252,8 +252,6 @@ class Monitor:
         sources: Sequence[str] | None,
         opts: dict[str, Any],
     ) -> list[Sampler]:
-        from ..sampling.sources import sources as probe
-
         common = {k: v for k, v in opts.items() if k in _SAMPLER_OPTIONS}
         shared = {k: v for k, v in opts.items() if k not in _SAMPLER_OPTIONS}
 
@@ -261,7 +259,7 @@ class Monitor:
             """The shared source options that the source ``name`` takes."""
             return {k: v for k, v in shared.items() if k in registry.lookup(name).options}
 
-        usable = {s.name: s for s in probe()}
+        usable = {s.name: s for s in probe_sources()}
         made: list[Sampler] = []
         if sources is not None:
             for name in sources:
@@ -784,8 +782,6 @@ class Monitor:
             return p
         n = len(rec)
         tail = slice(max(0, n - 20000), n)
-        from .windows import infer_update_period
-
         seen = infer_update_period(rec.t_ns[tail], rec[ch][tail])
         if seen is None:
             return None

@@ -1,37 +1,33 @@
-"""Recording: the samples a sampler hands over, with their metadata.
+"""Recording: the samples a sampler hands over, with their metadata, and their energy.
 
-Arrays are the native sample columns themselves (read-only numpy views, no
-copy): ``t_ns`` is CLOCK_MONOTONIC in integer ns, the midpoint of each source
-read, whose edges are ``t_before_ns`` and ``t_after_ns``. ``rec["gpu0.energy_j"]``
-is a channel: cumulative joules (float64, monotone non-decreasing) or a level
-such as watts; NaN where the read failed (``status`` says why).
+The columns, channels and clock pairs are :class:`jouletrace.sampling.samples.Samples`
+(read-only zero-copy views of the native columns; ``t_ns`` CLOCK_MONOTONIC ns);
+a Recording adds what turns them into energy: where each counter update happened
+(:meth:`Recording.updates`), windows, power timelines, the sensor model, saving.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from .._optional import require
 from ..errors import InvalidArgumentError
-from ..sampling.counters import CounterWidth, counter_width
+from ..sampling.counters import counter_width
+from ..sampling.samples import STATUS_NAMES, Samples
 from ..sampling.sensor_model import SensorModel, models_for
-from . import windows
+from . import archive, windows
+from .measurement import Measurement, WindowEnergies
 from .updates import Updates
-
-if TYPE_CHECKING:
-    from .measurement import Measurement, WindowEnergies
 
 __all__ = ["Recording", "STATUS_NAMES"]
 
-#: Meaning of the per-sample ``status`` values.
-STATUS_NAMES = {0: "ok", 1: "partial (some channels NaN)", 2: "device lost (its channels NaN)", 3: "error"}
 
-
-class Recording:
-    """Samples of one source: times, channels, units, drops and metadata."""
+class Recording(Samples):
+    """Samples of one source (times, channels, units, drops, metadata) and their energy."""
 
     def __init__(
         self,
@@ -48,90 +44,12 @@ class Recording:
         clock_pairs: np.ndarray | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        self.t_ns = t_ns
-        self.t_before_ns = t_before_ns
-        self.t_after_ns = t_after_ns
-        self.seq = seq
-        self.status = status
-        self._values = dict(values)
-        self._cumulative = dict(cumulative)
-        #: Records lost: ring full (consumer stalled) or storage bound reached.
-        self.dropped = int(dropped)
-        #: Sampling deadlines skipped because the thread ran late by a whole period.
-        self.missed_deadlines = int(missed_deadlines)
-        #: (CLOCK_MONOTONIC ns, CLOCK_REALTIME ns, uncertainty ns) pairs taken during the run.
-        self.clock_pairs = (
-            np.zeros((0, 3), dtype=np.int64) if clock_pairs is None else np.asarray(clock_pairs, dtype=np.int64)
-        )
-        self.metadata: dict[str, Any] = dict(metadata or {})
+        super().__init__(t_ns=t_ns, t_before_ns=t_before_ns, t_after_ns=t_after_ns, seq=seq, status=status,
+                         values=values, cumulative=cumulative, dropped=dropped, missed_deadlines=missed_deadlines,
+                         clock_pairs=clock_pairs, metadata=metadata)
         # Per-channel caches (the arrays are read-only, so they never go stale).
         self._updates: dict[str, Updates] = {}
         self._quantum: dict[str, float] = {}
-
-    # -- channels ---------------------------------------------------------------
-    @property
-    def channels(self) -> list[str]:
-        """Channel names, ``<device>.<quantity>_<unit>``."""
-        return list(self._values)
-
-    def is_cumulative(self, channel: str) -> bool:
-        """True for counters (energy in J), False for levels (power in W, timestamps)."""
-        self[channel]
-        return self._cumulative[channel]
-
-    def counter_width(self, channel: str) -> CounterWidth | None:
-        """The hardware counter behind a counter channel (width, wrap), as its source published it.
-
-        None for a level. A recording that states none (made before sources published it)
-        gets the width its source's name implies (``origin="inferred"``); see
-        :mod:`jouletrace.sampling.counters`.
-        """
-        return counter_width(self.metadata, channel) if self.is_cumulative(channel) else None
-
-    def __getitem__(self, channel: str) -> np.ndarray:
-        try:
-            return self._values[channel]
-        except KeyError:
-            raise KeyError(
-                f"no channel {channel!r} in this recording; it has: {', '.join(self._values) or 'none'}"
-            ) from None
-
-    def __contains__(self, channel: object) -> bool:
-        return channel in self._values
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return int(self.t_ns.shape[0])
-
-    # -- time ---------------------------------------------------------------------
-    @property
-    def duration_s(self) -> float:
-        return float(self.t_ns[-1] - self.t_ns[0]) * 1e-9 if len(self) > 1 else 0.0
-
-    def _pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        if len(self.clock_pairs) == 0:
-            raise InvalidArgumentError("this recording holds no clock pairs to convert times with")
-        return self.clock_pairs[:, 0], self.clock_pairs[:, 1]
-
-    def to_epoch_ns(self, t_mono_ns: Any) -> np.ndarray:
-        """CLOCK_MONOTONIC ns -> epoch (CLOCK_REALTIME) ns, through the nearest clock pair.
-
-        The offset between the clocks is taken from the pair closest in time
-        (it moves only when NTP slews the wall clock). Exact integer arithmetic.
-        """
-        mono, real = self._pairs()
-        q = np.asarray(t_mono_ns, dtype=np.int64)
-        idx = _nearest(mono, q)
-        return q + (real - mono)[idx]
-
-    def to_monotonic_ns(self, t_epoch_ns: Any) -> np.ndarray:
-        """Epoch ns -> CLOCK_MONOTONIC ns (inverse of :meth:`to_epoch_ns`)."""
-        mono, real = self._pairs()
-        q = np.asarray(t_epoch_ns, dtype=np.int64)
-        idx = _nearest(real, q)
-        return q - (real - mono)[idx]
 
     def update_period_ns(self, channel: str) -> float | None:
         """The sensor update period seen on ``channel`` (ns; median time between value changes).
@@ -319,8 +237,6 @@ class Recording:
         time grid, random windows); it can fail for windows synchronised with a
         load that repeats at about the sensor's period.
         """
-        from .measurement import WindowEnergies
-
         # The same checks as the numerics: NaN/inf edges refused, floats rounded, t1 >= t0.
         a, b, _ = windows._windows(np.atleast_1d(np.asarray(t0s)), np.atleast_1d(np.asarray(t1s)))
         out = WindowEnergies(t0_ns=a, t1_ns=b)
@@ -443,9 +359,7 @@ class Recording:
         The file appears complete or not at all (written to a temporary name,
         then renamed). Returns the path written.
         """
-        from . import storage
-
-        return storage.save(self, path, compress=compress)
+        return archive.save(self, path, compress=compress)
 
     def to_pandas(self) -> Any:
         """The samples as a pandas DataFrame (needs pandas).
@@ -455,8 +369,6 @@ class Recording:
         when the recording holds clock pairs. ``df.attrs["metadata"]`` holds the
         metadata.
         """
-        from .._optional import require
-
         pd = require("pandas", "Recording.to_pandas()")
         cols: dict[str, Any] = {
             "t_ns": np.asarray(self.t_ns),
@@ -473,19 +385,3 @@ class Recording:
             df.index.name = "time"
         df.attrs["metadata"] = self.metadata
         return df
-
-    def __repr__(self) -> str:
-        src = self.metadata.get("source", "?")
-        return (
-            f"<Recording source={src} samples={len(self)} duration={self.duration_s:.3f}s "
-            f"channels={self.channels} dropped={self.dropped} missed={self.missed_deadlines}>"
-        )
-
-
-def _nearest(sorted_keys: np.ndarray, q: np.ndarray) -> np.ndarray:
-    i = np.clip(np.searchsorted(sorted_keys, q), 1, max(len(sorted_keys) - 1, 1))
-    if len(sorted_keys) == 1:
-        return np.zeros_like(q, dtype=np.intp)
-    left = sorted_keys[i - 1]
-    right = sorted_keys[i]
-    return np.where(np.abs(q - left) <= np.abs(right - q), i - 1, i)

@@ -38,6 +38,7 @@ import numpy as np
 
 from .. import _core
 from ..errors import InvalidArgumentError, JouletraceError
+from .sampler import Sampler
 
 __all__ = ["measure", "RepeatResult", "InsufficientDataError", "t_quantile"]
 
@@ -122,8 +123,6 @@ def measure(fn: Callable[[], Any], *, sampler: Any = None, sim: Any = None, devi
     is started (``Sampler("sim", sim=sim)`` with ``sim``, else ``"nvml"``).
     ``keep_spans`` keeps each call's (start, end) CLOCK_MONOTONIC ns.
     """
-    from ..sampling.sampler import Sampler
-
     if trials < 3:
         raise InvalidArgumentError("trials must be >= 3 (the interval comes from the spread between trials)")
     own = sampler is None

@@ -45,7 +45,6 @@ import json
 import math
 import os
 import struct
-import time
 import zipfile
 import zlib
 from typing import Any
@@ -54,86 +53,13 @@ import numpy as np
 
 from .._input import input_budget, open_regular, too_large
 from .._json import plain as _jsonable
-from .._safe_output import write_output
+from .._version import __version__
 from ..errors import RecordingFormatError
 from . import stream
+from .archive import _COLUMNS, FORMAT, SCHEMA_VERSION, save
 from .recording import Recording
 
 __all__ = ["save", "load", "SCHEMA_VERSION", "FORMAT"]
-
-FORMAT = "jouletrace.recording"
-SCHEMA_VERSION = 1
-
-_COLUMNS = {
-    "t_ns": np.int64,
-    "t_before_ns": np.int64,
-    "t_after_ns": np.int64,
-    "seq": np.uint64,
-    "status": np.int32,
-}
-
-
-def _summary(rec: Recording) -> dict[str, Any]:
-    from .. import __version__
-
-    md = rec.metadata
-    dev = md.get("device") if isinstance(md.get("device"), dict) else {}
-    gpu_names = [v for k, v in sorted(dev.items()) if k.startswith("gpu") and k.endswith(".name")]
-    return {
-        "host": md.get("host"),
-        "cpu_model": md.get("cpu_model"),
-        "gpu_names": gpu_names,
-        "driver_version": dev.get("nvml.driver_version"),
-        "nvml_version": dev.get("nvml.version"),
-        "jouletrace_version": md.get("jouletrace_version"),
-        "saved_by": __version__,
-        "sources": [md["source"]] if md.get("source") else [],
-        "rates_hz": [md["rate_hz"]] if md.get("rate_hz") is not None else [],
-        "drops": {
-            "dropped": rec.dropped,
-            "dropped_ring": md.get("dropped_ring"),
-            "dropped_storage": md.get("dropped_storage"),
-            "missed_deadlines": rec.missed_deadlines,
-        },
-        "clock_pairs": int(len(rec.clock_pairs)),
-    }
-
-
-def save(rec: Recording, path: str | os.PathLike[str], *, compress: bool = False) -> str:
-    """Write ``rec`` to ``path`` (format above), atomically. Returns the path as a string.
-
-    The sensor characterisation is computed first (:meth:`Recording.characterize`)
-    so the file carries it. The name is used as given (no suffix is added;
-    ``.npz`` is the customary one).
-    """
-    path = os.fspath(path)
-    rec.characterize()
-    names = rec.channels
-    header = {
-        "format": FORMAT,
-        "schema_version": SCHEMA_VERSION,
-        "n_samples": len(rec),
-        "channels": [
-            {"name": ch, "member": f"channel_{i:03d}", "cumulative": bool(rec.is_cumulative(ch))}
-            for i, ch in enumerate(names)
-        ],
-        "dropped": rec.dropped,
-        "missed_deadlines": rec.missed_deadlines,
-        "saved_epoch_ns": time.time_ns(),
-        "summary": _summary(rec),
-        "metadata": rec.metadata,
-    }
-    blob = json.dumps(_jsonable(header), indent=1, allow_nan=True).encode("utf-8")
-    arrays: dict[str, np.ndarray] = {
-        name: np.ascontiguousarray(getattr(rec, name), dtype=dt) for name, dt in _COLUMNS.items()
-    }
-    arrays["clock_pairs"] = np.ascontiguousarray(rec.clock_pairs, dtype=np.int64).reshape(-1, 3)
-    for i, ch in enumerate(names):
-        arrays[f"channel_{i:03d}"] = np.ascontiguousarray(rec[ch], dtype=np.float64)
-    arrays["metadata_json"] = np.frombuffer(blob, dtype=np.uint8)
-    writer = np.savez_compressed if compress else np.savez
-    return write_output(path, lambda f: writer(f, **arrays))  # type: ignore[operator]
-
 
 def _bad(path: str, what: str) -> RecordingFormatError:
     return RecordingFormatError(
@@ -465,8 +391,6 @@ def _header(path: str, raw: np.ndarray) -> dict[str, Any]:
     if not _is_int(version) or version < 1:
         raise _bad(path, f"schema_version {version!r} is not a positive integer")
     if version > SCHEMA_VERSION:
-        from .. import __version__
-
         summary = header.get("summary")
         saved_by = summary.get("saved_by", "?") if isinstance(summary, dict) else "?"
         raise RecordingFormatError(

@@ -18,6 +18,7 @@ May import anything in the package; nothing below imports it (``jouletrace.torch
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __all__ = ["require"]
@@ -25,8 +26,6 @@ __all__ = ["require"]
 
 def require(module: str, extra: str) -> Any:
     """Import an optional dependency, or raise ImportError saying how to install it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as exc:

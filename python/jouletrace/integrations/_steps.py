@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._default import default_monitor
 from ..energy.measurement import Measurement
 from ..energy.monitor import Monitor
 
@@ -33,8 +34,6 @@ class StepEnergy:
     @property
     def monitor(self) -> Monitor:
         if self._monitor is None:
-            from .._default import default_monitor
-
             self._monitor = default_monitor()
         return self._monitor
 

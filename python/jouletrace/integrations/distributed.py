@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._default import default_monitor
 from ..energy.measurement import Measurement, counts_in_total
 from ..energy.monitor import Monitor
 from ..errors import InvalidArgumentError
@@ -151,8 +152,6 @@ def gather(
             "(torch.distributed.init_process_group(...)) on every rank"
         )
     if source is None:
-        from .._default import default_monitor
-
         source = default_monitor()
     ms = source.measurements() if isinstance(source, Monitor) else [m.resolve() for m in source]
     if names is not None:

@@ -29,8 +29,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .._default import default_monitor
 from ..energy.measurement import Measurement
 from ..energy.monitor import Monitor
+from ..kernels import attribution, export, traces
 from . import require
 
 __all__ = ["window", "EnergyWindow", "ProfilerEnergy", "TraceEnergy", "cuda_sync"]
@@ -97,8 +99,6 @@ class EnergyWindow:
         t = _t()
         mon = self.monitor
         if mon is None:
-            from .._default import default_monitor
-
             mon = default_monitor()
         if self.sync is not None:
             self.sync()
@@ -200,10 +200,6 @@ class ProfilerEnergy:
         return next(iter(recs.values()), None)
 
     def __call__(self, prof: Any) -> TraceEnergy:
-        from .. import attribute as attribution
-        from .._default import default_monitor
-        from ..kernels import export, traces
-
         mon = self.monitor if self.monitor is not None else default_monitor()
         self.directory.mkdir(parents=True, exist_ok=True)
         step = int(getattr(prof, "step_num", len(self.results)))

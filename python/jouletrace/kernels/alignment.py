@@ -31,17 +31,11 @@ import numpy as np
 
 from ..energy.recording import Recording
 from ..errors import InvalidArgumentError
+from ..sampling.clock import nearest, to_epoch_ns, to_monotonic_ns
 from .traces._util import normalize_pci, normalize_uuid
 from .traces.table import KernelTable
 
 __all__ = ["Alignment", "align", "device_channels"]
-
-
-def _nearest(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
-    if keys.size == 1:
-        return np.zeros(q.shape, dtype=np.intp)
-    i = np.clip(np.searchsorted(keys, q), 1, keys.size - 1)
-    return np.where(np.abs(q - keys[i - 1]) <= np.abs(keys[i] - q), i - 1, i)
 
 
 @dataclass(frozen=True)
@@ -70,26 +64,23 @@ class Alignment:
     residuals_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
     notes: tuple[str, ...] = ()
 
-    def _offsets(self) -> tuple[np.ndarray, np.ndarray]:
-        p = self.clock_pairs
-        return p[:, 0], p[:, 1] - p[:, 0]
-
     def to_monotonic(self, t_trace_ns: Any) -> np.ndarray:
-        """Trace times (int64 ns on ``trace_clock``) -> CLOCK_MONOTONIC ns (int64, exact)."""
+        """Trace times (int64 ns on ``trace_clock``) -> CLOCK_MONOTONIC ns (int64, exact).
+
+        An epoch-clock trace goes through the clock pairs (:func:`jouletrace.sampling.clock.to_monotonic_ns`,
+        the conversion ``Recording.to_monotonic_ns`` makes), then ``+ correction_ns``.
+        """
         q = np.asarray(t_trace_ns, dtype=np.int64)
         if self.trace_clock == "monotonic":
             return q + self.correction_ns
-        mono, off = self._offsets()
-        real = mono + off
-        return q - off[_nearest(real, q)] + self.correction_ns
+        return to_monotonic_ns(self.clock_pairs, q) + self.correction_ns
 
     def to_trace(self, t_mono_ns: Any) -> np.ndarray:
         """CLOCK_MONOTONIC ns -> the trace's clock (inverse of :meth:`to_monotonic`)."""
         q = np.asarray(t_mono_ns, dtype=np.int64) - self.correction_ns
         if self.trace_clock == "monotonic":
             return q
-        mono, off = self._offsets()
-        return q + off[_nearest(mono, q)]
+        return to_epoch_ns(self.clock_pairs, q)
 
 
 def _pairs_uncertainty(pairs: np.ndarray, lo: int, hi: int) -> tuple[int, list[str]]:
@@ -99,7 +90,7 @@ def _pairs_uncertainty(pairs: np.ndarray, lo: int, hi: int) -> tuple[int, list[s
     off = pairs[:, 1] - pairs[:, 0]
     i0 = max(int(np.searchsorted(real, lo)) - 1, 0)
     i1 = min(int(np.searchsorted(real, hi)) + 1, len(pairs))
-    near = off[i0:i1] if i1 > i0 else off[[_nearest(real, np.array([lo]))[0]]]
+    near = off[i0:i1] if i1 > i0 else off[[nearest(real, np.array([lo]))[0]]]
     slew = int(near.max() - near.min())
     read = int(pairs[:, 2].max()) if pairs.shape[1] > 2 else 0
     if slew:

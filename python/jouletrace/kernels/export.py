@@ -42,9 +42,11 @@ import numpy as np
 
 from .._json import plain
 from .._safe_output import write_bytes
+from ..energy.measurement import counts_in_total
 from ..energy.windows import flag_names
 from ..errors import TraceFormatError
 from .alignment import Alignment, align, device_channels
+from .traces.kineto import load_kineto, us_to_ns
 
 __all__ = ["write_perfetto", "merge_kineto", "counter_tracks", "window_events"]
 
@@ -234,8 +236,6 @@ def window_events(
     t0 = np.array([int(w["t0_ns"]) for w in wins], dtype=np.int64)
     t1 = np.array([int(w["t1_ns"]) for w in wins], dtype=np.int64)
     we = recording.energies(t0, t1)
-    from ..energy.measurement import counts_in_total
-
     keys = list(we.energy_j)
     total = np.zeros(t0.size)
     total_u = np.zeros(t0.size)
@@ -464,8 +464,6 @@ def merge_kineto(
     matching; ``launches`` / ``names`` add per-kernel ``args["jouletrace"]``.
     ``out_path`` ending in ``.gz`` is gzip-compressed. Returns the path.
     """
-    from .traces.kineto import load_kineto, us_to_ns
-
     if kernels is None:
         kernels = load_kineto(trace_path)
     al = alignment if alignment is not None else align(kernels, recording)

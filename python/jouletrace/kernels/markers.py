@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from .traces import RangeTable
 
 __all__ = ["SyncMarkers", "MarkerLog", "BACKENDS", "available_backends"]
 
@@ -69,8 +70,6 @@ class MarkerLog:
         recording's ``to_epoch_ns``); default: keep monotonic times. For tests
         and for traces written by jouletrace itself.
         """
-        from .traces import RangeTable
-
         f = to_trace or (lambda x: x)
         return RangeTable.from_names(self.names, f(self.start_ns), f(self.end_ns),
                                      np.full(len(self.names), device, dtype=np.int32))

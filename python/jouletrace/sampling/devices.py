@@ -29,10 +29,12 @@ counts it once, by UUID.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from .. import _core
 from ..errors import InvalidArgumentError, SourceUnavailableError
 
 __all__ = ["GpuDevice", "nvml_devices", "select_gpus", "local_rank", "describe", "LOCAL_RANK_VARIABLES"]
@@ -61,8 +63,6 @@ class GpuDevice:
 
 def nvml_devices(library: str | os.PathLike[str] | None = None) -> list[tuple[int, str, str]]:
     """(NVML index, UUID, name) of every GPU the NVML library sees. Raises if NVML is unusable."""
-    from .. import _core
-
     s = _core.Sampler.nvml(
         _core.NvmlOptions(library="" if library is None else os.fspath(library), source_name="nvml"),
         _core.SamplerConfig(rate_hz=1.0, max_records=16),
@@ -134,8 +134,6 @@ def _mig_parent(entry: str, library: str | os.PathLike[str] | None) -> str | Non
     if entry.startswith("MIG-GPU-") and "/" in entry:
         return entry[len("MIG-") :].split("/", 1)[0]
     try:  # MIG-<uuid>: only NVML knows the parent.
-        import ctypes
-
         import pynvml
 
         if library is not None:

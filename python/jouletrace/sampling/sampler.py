@@ -7,13 +7,14 @@ import os
 import platform
 import socket
 import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from .. import _core
-from ..energy.recording import Recording
+from .._version import __version__
 from ..errors import (
     DeviceLostError,
     InvalidArgumentError,
@@ -23,15 +24,15 @@ from ..errors import (
 )
 from . import counters, registry, sensor_model
 from . import sources as _sources  # noqa: F401  (importing it registers the built-in sources)
+from .samples import Samples
 
 if TYPE_CHECKING:
     from .sim import SimGPU
 
 __all__ = ["Sampler", "SOURCE_NAMES"]
 
-#: Storage bound of a streaming sampler: its old samples' memory is given back, so only
-#: address space grows (8 bytes a column a sample; 2**36 is two years at 1 kHz).
-_STREAM_MAX_SAMPLES = 1 << 36
+S = TypeVar("S", bound=Samples)
+_SamplerT = TypeVar("_SamplerT", bound="Sampler")
 
 #: The built-in sources; :func:`jouletrace.sampling.registry.names` has every registered one.
 SOURCE_NAMES = registry.names()
@@ -43,14 +44,12 @@ _ERROR_CLASSES: dict[int, type[JouletraceError]] = {
 }
 
 
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
-
-
 class Sampler:
     """Samples one source on a native thread at ``rate_hz``, with the GIL out of the way.
+
+    This is the sampling layer's part; :class:`jouletrace.Sampler`
+    (:mod:`jouletrace.energy.sampler`) is this class with ``recording()`` handing over a
+    :class:`jouletrace.Recording` and with streaming (``stream_to=``); use that one.
 
     ``source`` is the name of a registered source (:mod:`jouletrace.sampling.registry`):
     ``nvml``, ``sim`` (the simulated GPU), ``rapl``, ``rapl-perf``, ``rapl-msr``,
@@ -77,13 +76,6 @@ class Sampler:
     1 kHz and below, up to 20 µs above), ``drain_period_s`` (how often the
     ring is moved to storage), ``max_samples`` (storage bound).
 
-    Streaming (:mod:`jouletrace.energy.stream`): ``stream_to=PATH`` writes the
-    recording to a new folder as it is made (flushed every ``flush_s``, 0.5 s;
-    readable with ``jouletrace.load(PATH)`` even after a crash), compacted
-    without loss unless ``compact=False``; memory stays bounded: ``recording()``
-    then covers the last ``keep_s`` seconds (600; None keeps everything in memory
-    too). Needs pyarrow (``pip install 'jouletrace[stream]'``).
-
     Use as a context manager, or ``start()`` / ``stop()``; ``recording()``
     returns the samples so far (zero-copy) at any time. Errors on the sampling
     thread (a GPU lost) are raised at the next ``stop()`` or ``check()``, with
@@ -99,19 +91,9 @@ class Sampler:
         spin_us: float | None = None,
         drain_period_s: float | None = None,
         max_samples: int = 0,
-        stream_to: str | os.PathLike[str] | None = None,
-        compact: bool = True,
-        keep_s: float | None = 600.0,
-        flush_s: float = 0.5,
         **source_options: Any,
     ) -> None:
         self.source = source
-        if stream_to is not None:
-            from ..energy.stream import require_pyarrow
-
-            require_pyarrow()  # before anything starts
-            if max_samples == 0:
-                max_samples = _STREAM_MAX_SAMPLES  # the memory of old samples is given back: no week bound
         spec = registry.lookup(source)
         unknown = sorted(set(source_options) - spec.options)
         if unknown:
@@ -137,38 +119,36 @@ class Sampler:
         self._pauses: list[list[int]] = []
         #: Set by a Monitor that owns this sampler: its windows go into every recording's metadata.
         self._windows_provider: Any = None
-        #: The streaming writer (``stream_to=``), created at the first start(); else None.
-        self.stream: Any = None
-        self._stream_args: dict[str, Any] | None = None if stream_to is None else dict(
-            path=os.fspath(stream_to), compact=compact, keep_s=keep_s, flush_s=flush_s)
-        #: Set by a Monitor: its windows that ended since the last call, for the stream.
-        self._windows_stream: Any = None
 
     # -- lifecycle --------------------------------------------------------------
-    def start(self) -> Sampler:
+    def start(self: _SamplerT) -> _SamplerT:
         """Start sampling (idempotent)."""
         if self._started_realtime_ns is None:
             self._started_realtime_ns = time.time_ns()
         if self._stopped_at_ns is not None and not self._native.running:
             self._pauses.append([self._stopped_at_ns, time.monotonic_ns()])
             self._stopped_at_ns = None
-        if self._stream_args is not None and self.stream is None:
-            from ..energy.stream import Streamer
-
-            self.stream = Streamer(self, metadata=self._metadata(), **self._stream_args)
-            self.stream.windows_source = self._windows_stream
+        self._starting()
         self._native.start()
-        if self.stream is not None:
-            self.stream.start()
+        self._started()
         return self
+
+    # Hooks for the layer above (jouletrace.energy.sampler: the streaming writer).
+    def _starting(self) -> None:
+        """Called by :meth:`start` just before the native thread starts."""
+
+    def _started(self) -> None:
+        """Called by :meth:`start` just after the native thread started."""
+
+    def _stopped(self) -> None:
+        """Called when a running sampler has stopped (its threads joined)."""
 
     def _stop_native(self) -> None:
         was_running = bool(self._native.running)
         self._native.stop()
         if was_running:
             self._stopped_at_ns = time.monotonic_ns()
-        if self.stream is not None and was_running:
-            self.stream.finish(self.recording().metadata)
+            self._stopped()
 
     def stop(self) -> None:
         """Stop sampling, join the threads, keep every record (idempotent).
@@ -199,7 +179,7 @@ class Sampler:
     def running(self) -> bool:
         return bool(self._native.running)
 
-    def __enter__(self) -> Sampler:
+    def __enter__(self: _SamplerT) -> _SamplerT:
         return self.start()
 
     def __exit__(
@@ -262,7 +242,7 @@ class Sampler:
         cfg = self._native.config
         meta: dict[str, Any] = {
             "schema": 1,
-            "jouletrace_version": _version(),
+            "jouletrace_version": __version__,
             "source": self._native.source_name,
             "rate_hz": cfg.rate_hz,
             "ring_capacity": cfg.ring_capacity,
@@ -297,28 +277,24 @@ class Sampler:
             meta["windows"] = self._windows_provider(self)
         return meta
 
-    def recording(self) -> Recording:
-        """Every sample so far as a :class:`Recording` of read-only, zero-copy numpy views.
+    def recording(self) -> Samples:
+        """Every sample so far as :class:`~jouletrace.sampling.samples.Samples` of read-only,
+        zero-copy numpy views (:class:`jouletrace.Sampler`: a :class:`jouletrace.Recording`)."""
+        return self._samples(Samples)
 
-        A streaming sampler's recording covers the last ``keep_s`` seconds (from poll
-        ``metadata["stream"]["first_poll"]``); the whole run is in the file.
-        """
+    def _samples(self, cls: type[S], first_poll: Callable[[], int] | None = None) -> S:
+        """The samples as a ``cls``; from poll ``first_poll()`` on (read once the columns are), if given."""
         if self._native.running:
             self._native.drain()
         cols = self._native.columns()
         kinds = dict(self._native.channels)
         meta = self._metadata()
-        start = 0
-        if self.stream is not None:
-            start = self.stream.view_start
-            meta["stream"] = {"path": self.stream.path, "first_poll": start, "polls": len(cols["t_ns"]),
-                              "compacted": self.stream.writer.compact,
-                              "error": None if self.stream.error is None else str(self.stream.error)}
+        start = 0 if first_poll is None else first_poll()
         values = cols["values"]
         if start:  # the recent span of a streaming sampler (a view of the native view: still no copy)
             values = {k: v[start:] for k, v in values.items()}
             cols = {k: cols[k][start:] for k in ("t_ns", "t_before_ns", "t_after_ns", "seq", "status")}
-        return Recording(
+        return cls(
             t_ns=cols["t_ns"],
             t_before_ns=cols["t_before_ns"],
             t_after_ns=cols["t_after_ns"],

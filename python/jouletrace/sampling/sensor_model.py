@@ -11,7 +11,7 @@ recording states, per device key, a :class:`SensorModel`:
 * ``source``: where that came from, in order of precedence: ``"user"`` (an
   override, :meth:`jouletrace.Recording.set_sensor_model`), ``"simulated"`` (the
   simulated GPU states its configuration unless made to hide it), ``"measured"`` (a
-  calibration of this GPU, :mod:`jouletrace.sampling.calibrate`, found by UUID in the sensor
+  calibration of this GPU, :mod:`jouletrace.energy.calibrate`, found by UUID in the sensor
   file, where a user-given model can be saved too), ``"published"`` (the facts of :mod:`jouletrace.sampling.sensors` for the
   architecture: RAPL counters integrate continuously; NVIDIA counters are unknown);
   ``"unstated"``: a recording that states no model and names no architecture (made
@@ -22,7 +22,7 @@ recording states, per device key, a :class:`SensorModel`:
 The sensor file is a small JSON object ``{"<GPU UUID>": {model}, ...}`` at
 ``$JOULETRACE_SENSOR_FILE`` if set, else ``$XDG_CONFIG_HOME/jouletrace/sensors.json``
 (``~/.config/jouletrace/sensors.json``). ``jouletrace info --measure --save`` and
-``jouletrace.sampling.calibrate(..., save=True)`` write it; a recording reads it when it is made.
+``jouletrace.energy.calibrate(..., save=True)`` write it; a recording reads it when it is made.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgumentError
+from .sensors import ARCH_NAMES
 
 __all__ = ["SensorModel", "COUNTERS", "SOURCES", "sensor_file", "load_saved", "save_model", "published",
            "models_for"]
@@ -133,8 +134,6 @@ def published(key: str, arch: int | None = None, source_name: str = "") -> Senso
     """The default for a device without a measurement (module docstring)."""
     if source_name.startswith("rapl") or key.startswith(("cpu", "psys")):
         return SensorModel("full", "published", detail="RAPL counters accumulate energy continuously (Intel SDM)")
-    from .sensors import ARCH_NAMES
-
     arch_name = ARCH_NAMES.get(arch if arch is not None else -1, "unknown architecture")
     return SensorModel(
         "unknown", "published",

@@ -34,6 +34,7 @@ assert accuracy instead of assuming it.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import struct
@@ -46,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from .._optional import require
 from ..errors import InvalidArgumentError, SourceUnavailableError
 
 __all__ = ["SimGPU", "library_file", "COUNTER_KINDS", "FIELD_ENERGY", "FIELD_ENERGY_ALT", "FIELD_POWER_INSTANT"]
@@ -364,10 +366,6 @@ class SimGPU:
         ``pynvml.nvmlInit()``; pynvml's cached function pointers are reset so a
         previous library is forgotten.
         """
-        import ctypes
-
-        from .._optional import require
-
         pynvml: Any = require("pynvml", "SimGPU.use_in_pynvml()")
         pynvml.nvmlLib = ctypes.CDLL(str(self.library_path))
         cache = getattr(pynvml, "_nvmlGetFunctionPointer_cache", None)

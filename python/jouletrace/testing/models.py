@@ -16,6 +16,7 @@ simulated counter); figures measured on it say so.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,7 +24,9 @@ import numpy as np
 
 from .. import _core
 from ..analysis.breakdown import IDLE, categorize
+from ..energy.sampler import Sampler
 from ..kernels.traces import KernelTable
+from ..sampling.sim import SimGPU
 from .workloads import EPOCH_OFFSET, kernel_table, synthetic_recording
 
 __all__ = ["MODEL_KERNELS", "model_schedule", "category_truth", "synthetic_model_run", "IDLE_W"]
@@ -109,8 +112,6 @@ def synthetic_model_run(seconds: float, seed: int, *, time_scale: Mapping[str, f
     ``plan``, ``truth`` (per category), ``true_energy_j`` (the windows' exact energy),
     ``tokens``. The caller owns the simulated GPU when passing ``sim``; otherwise it is closed.
     """
-    from ..sampling.sim import SimGPU
-
     rng = np.random.default_rng(seed)
     t0 = 10_000_000_000
     plan = model_schedule(t0, seconds, rng, time_scale=time_scale, power_scale=power_scale,
@@ -145,11 +146,6 @@ def realtime_model_runs(seconds: float, specs: Sequence[Mapping[str, Any]], *, u
     (all at once, from ~1.5 s from now); the kernels come back on the wall clock through the
     recording's clock pairs, as a profiler's trace would. Nothing is synthesised.
     """
-    import time
-
-    from ..sampling.sampler import Sampler
-    from ..sampling.sim import SimGPU
-
     t0 = int(_core.monotonic_ns()) + 1_500_000_000
     sims, plans, samplers = [], [], []
     try:

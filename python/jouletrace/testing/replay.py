@@ -25,9 +25,9 @@ import numpy as np
 
 from .._core import monotonic_ns
 from ..energy.recording import Recording
+from ..energy.sampler import Sampler
 from ..energy.updates import Updates
 from ..kernels.traces import KernelTable
-from ..sampling.sampler import Sampler
 from ..sampling.sim import SimGPU
 from .workloads import name_watts, sharing_segments, tile
 

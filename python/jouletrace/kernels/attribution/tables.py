@@ -1,4 +1,4 @@
-"""The result tables of kernel attribution: numpy columns, a kind, text, dict and pandas."""
+"""The result tables of kernel attribution: :class:`jouletrace._table.Table` with a kind and fit details."""
 
 from __future__ import annotations
 
@@ -6,60 +6,23 @@ from typing import Any
 
 import numpy as np
 
+from ..._table import Table
+
 __all__ = ["NameEnergies", "LaunchEnergies"]
 
-_PANDAS_MISSING = (
-    "to_pandas() needs pandas, which is not installed; install it with "
-    "`pip install pandas`, or use the table's numpy columns (table[column], table.columns)"
-)
 
-class _Table:
-    """Numpy columns of equal length, a kind ("direct" or "statistical"), sorting, pandas."""
+class _Table(Table):
+    """An attribution result: a :class:`~jouletrace._table.Table` with a kind ("direct" or
+    "statistical"), fit details in ``meta`` and a default sort."""
 
     kind: str = ""
     _default_sort = ""
-    _text_columns: tuple[str, ...] = ()
 
     def __init__(self, columns: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> None:
-        lens = {len(v) for v in columns.values()}
-        if len(lens) > 1:
-            raise ValueError(f"columns differ in length: {sorted(lens)}")
-        self._cols = dict(columns)
+        super().__init__(columns)
         self.meta: dict[str, Any] = dict(meta or {})
 
-    @property
-    def columns(self) -> list[str]:
-        return list(self._cols)
-
-    def __getitem__(self, column: str) -> np.ndarray:
-        try:
-            return self._cols[column]
-        except KeyError:
-            raise KeyError(f"no column {column!r}; columns: {', '.join(self._cols)}") from None
-
-    def __getattr__(self, name: str) -> np.ndarray:
-        cols = self.__dict__.get("_cols")
-        if cols is not None and name in cols:
-            return cols[name]
-        raise AttributeError(name)
-
-    def __len__(self) -> int:
-        return len(next(iter(self._cols.values()))) if self._cols else 0
-
-    def _new(self, cols: dict[str, np.ndarray]) -> _Table:
-        out = object.__new__(type(self))
-        out.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("_cols",)})
-        out._cols = cols
-        return out
-
-    def take(self, index: Any) -> _Table:
-        """The rows picked by an integer index array or a boolean mask."""
-        idx = np.asarray(index)
-        if idx.dtype == bool:
-            idx = np.flatnonzero(idx)
-        return self._new({k: v[idx] for k, v in self._cols.items()})
-
-    def sort(self, by: str | None = None, descending: bool = True) -> _Table:
+    def sort(self, by: str | None = None, descending: bool = True) -> Table:
         """A copy ordered by ``by`` (default: total energy), largest first; NaN last."""
         key = np.asarray(self[by or self._default_sort], dtype=np.float64)
         k = np.where(np.isnan(key), -np.inf if descending else np.inf, key)
@@ -68,46 +31,19 @@ class _Table:
 
     def to_dict(self) -> dict[str, list[Any]]:
         """Plain lists per column, plus ``kind``."""
-        out = {k: v.tolist() for k, v in self._cols.items()}
+        out = super().to_dict()
         out["kind"] = [self.kind] * len(self)
         return out
 
-    def to_pandas(self) -> Any:
-        """A pandas DataFrame of the columns, with a ``kind`` column. Needs pandas."""
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise ImportError(_PANDAS_MISSING) from exc
+    def _frame(self, pd: Any) -> Any:
+        """The columns, with a ``kind`` column; the scalar ``meta`` entries in ``attrs``."""
         df = pd.DataFrame(self._cols)
         df["kind"] = self.kind
         df.attrs.update({k: v for k, v in self.meta.items() if isinstance(v, (int, float, str))})
         return df
 
-    def to_text(self, limit: int = 20) -> str:
-        """A fixed-width text table of the first ``limit`` rows (the ``_text_columns``)."""
-        cols = [c for c in self._text_columns if c in self._cols]
-        rows = [[_fmt(self._cols[c][i]) for c in cols] for i in range(min(limit, len(self)))]
-        widths = [max([len(c)] + [len(r[j]) for r in rows]) for j, c in enumerate(cols)]
-        lines = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(cols, widths, strict=True)))]
-        for r in rows:
-            lines.append("  ".join(x.rjust(w) if j else x[:w].ljust(w) for j, (x, w) in enumerate(zip(r, widths, strict=True))))
-        if len(self) > limit:
-            lines.append(f"... {len(self) - limit} more rows")
-        return "\n".join(lines)
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} kind={self.kind} rows={len(self)}>\n{self.to_text(10)}"
-
-
-def _fmt(x: Any) -> str:
-    if isinstance(x, (float, np.floating)):
-        if not np.isfinite(x):
-            return "nan" if np.isnan(x) else ("inf" if x > 0 else "-inf")
-        ax = abs(float(x))
-        return f"{x:.4g}" if (ax >= 1e-3 and ax < 1e6) or ax == 0 else f"{x:.3e}"
-    if isinstance(x, str):
-        return x if len(x) <= 48 else x[:45] + "..."
-    return str(x)
 
 
 class NameEnergies(_Table):

@@ -29,11 +29,10 @@ from jouletrace._input import input_budget, read_regular
 from jouletrace.errors import TraceFormatError
 
 from ._util import fail, parse_int, read_head
-from .table import CLOCKS, KernelTable, _intern
+from .table import CLOCKS, CSV_COLUMNS, KernelTable, _intern
 
 __all__ = ["load_table", "write_csv", "CSV_COLUMNS"]
 
-CSV_COLUMNS = ("name", "device", "stream", "start_ns", "end_ns", "correlation", "external_id")
 _REQUIRED = ("name", "device", "start_ns", "end_ns")
 _OPTIONAL = ("stream", "correlation", "external_id")
 #: The CSV text may take at most this fraction of the input budget.
@@ -165,16 +164,4 @@ def _parse_csv(path: str, text: str, clock: str) -> KernelTable:
 
 def write_csv(path: str | os.PathLike[str], table: KernelTable) -> None:
     """Write ``table`` as CSV (columns ``CSV_COLUMNS``); ``load_table`` reads it back exactly."""
-    cols = [
-        table.name.tolist(),
-        table.device.tolist(),
-        table.stream.tolist(),
-        table.start_ns.tolist(),
-        table.end_ns.tolist(),
-        table.correlation.tolist(),
-        table.external_id.tolist(),
-    ]
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows(zip(*cols, strict=False))
+    table.to_csv(path)

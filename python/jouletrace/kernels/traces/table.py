@@ -20,17 +20,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["KernelTable", "RangeTable", "CLOCKS", "FORMATS", "DEVICE_MAPPINGS"]
+from ..._table import Table
+
+__all__ = ["KernelTable", "RangeTable", "CLOCKS", "FORMATS", "DEVICE_MAPPINGS", "CSV_COLUMNS"]
 
 CLOCKS = ("epoch", "monotonic")
 FORMATS = ("nsys-sqlite", "kineto-json", "table")
 DEVICE_MAPPINGS = ("uuid", "pci", "guessed")
-
-_PANDAS_MISSING = (
-    "to_pandas() needs pandas, which is not installed; install it with "
-    "`pip install 'jouletrace[pandas]'` (or pip install pandas), or use the numpy columns of the table "
-    "directly"
-)
+#: The columns of a kernel table's CSV (:meth:`KernelTable.to_csv`; :func:`~.plain.load_table` reads it).
+CSV_COLUMNS = ("name", "device", "stream", "start_ns", "end_ns", "correlation", "external_id")
 
 
 def _int_column(values: Any, dtype: type, what: str, n: int | None) -> np.ndarray:
@@ -76,18 +74,20 @@ def _names_list(names: Iterable[Any], what: str) -> list[str]:
     return out
 
 
-class _Columns:
-    """What kernel and range tables share: name ids into ``names``, times, selection."""
+class _Columns(Table):
+    """What kernel and range tables share: name ids into ``names``, times, selection.
 
-    _columns: tuple[str, ...] = ()
+    The columns live in the :class:`~jouletrace._table.Table` (``table.start_ns`` or
+    ``table["start_ns"]``); the name of each row is ``names[name_id]``.
+    """
+
+    #: The columns besides the name, in the order a DataFrame, the text and the CSV show them.
+    _shown: tuple[str, ...] = ()
 
     start_ns: np.ndarray
     end_ns: np.ndarray
     name_id: np.ndarray
     names: list[str]
-
-    def __len__(self) -> int:
-        return int(self.start_ns.shape[0])
 
     @property
     def duration_ns(self) -> np.ndarray:
@@ -116,25 +116,17 @@ class _Columns:
                 f"(start_ns={int(self.start_ns[bad])}, end_ns={int(self.end_ns[bad])})"
             )
 
-    def _take(self, index: np.ndarray) -> dict[str, np.ndarray]:
-        return {c: getattr(self, c)[index] for c in self._columns}
-
-    def _index(self, mask: Any) -> np.ndarray:
-        idx = np.asarray(mask)
-        if idx.dtype == bool:
-            if idx.shape != (len(self),):
-                raise ValueError(
-                    f"a boolean mask must have shape ({len(self)},), got {idx.shape}"
-                )
-            return np.flatnonzero(idx)
-        if idx.size == 0:
-            return np.zeros(0, dtype=np.intp)
-        if idx.dtype.kind not in "iu":
-            raise TypeError(f"select() takes a boolean mask or integer indices, got {idx.dtype}")
-        return idx.reshape(-1)
-
     def _order(self) -> np.ndarray:
         return np.argsort(self.start_ns, kind="stable")
+
+    def _display_columns(self) -> dict[str, Any]:
+        """``name`` (each row's name), then the shown columns: what the text and the CSV show."""
+        return {"name": self.name, **{c: self._cols[c] for c in self._shown}}
+
+    def _frame(self, pd: Any) -> Any:
+        """A DataFrame with a categorical ``name`` column first, then the shown columns."""
+        return pd.DataFrame({"name": pd.Categorical.from_codes(self.name_id, categories=self.names),
+                             **{c: self._cols[c] for c in self._shown}})
 
 
 class RangeTable(_Columns):
@@ -144,7 +136,9 @@ class RangeTable(_Columns):
     device id for ranges on a GPU's timeline (``gpu_user_annotation``).
     """
 
-    _columns = ("start_ns", "end_ns", "device", "name_id")
+    _shown = ("device", "start_ns", "end_ns")
+
+    device: np.ndarray
 
     def __init__(
         self,
@@ -154,11 +148,14 @@ class RangeTable(_Columns):
         names: Sequence[str] = (),
         device: Any = None,
     ) -> None:
-        self.start_ns = _int_column(start_ns, np.int64, "start_ns", None)
-        n = self.start_ns.shape[0]
-        self.end_ns = _int_column(end_ns, np.int64, "end_ns", n)
-        self.name_id = _int_column(name_id, np.int32, "name_id", n)
-        self.device = _int_column(-1 if device is None else device, np.int32, "device", n)
+        start = _int_column(start_ns, np.int64, "start_ns", None)
+        n = start.shape[0]
+        super().__init__({
+            "start_ns": start,
+            "end_ns": _int_column(end_ns, np.int64, "end_ns", n),
+            "device": _int_column(-1 if device is None else device, np.int32, "device", n),
+            "name_id": _int_column(name_id, np.int32, "name_id", n),
+        })
         self.names = _names_list(names, "range names")
         self._check_common()
 
@@ -180,12 +177,9 @@ class RangeTable(_Columns):
 
     def select(self, mask: Any) -> RangeTable:
         """The rows picked by a boolean mask or an integer index array."""
-        cols = self._take(self._index(mask))
+        cols = self._rows(self._index(mask))
         return RangeTable(cols["start_ns"], cols["end_ns"], cols["name_id"], self.names,
                           cols["device"])
-
-    def to_pandas(self) -> Any:
-        return _frame(self.name_id, self.names, device=self.device, start_ns=self.start_ns, end_ns=self.end_ns)
 
     def __repr__(self) -> str:
         return f"RangeTable({len(self)} ranges, {len(self.names)} names)"
@@ -215,8 +209,12 @@ class KernelTable(_Columns):
     The importers return kernels sorted by start time.
     """
 
-    _columns = ("start_ns", "end_ns", "device", "stream", "name_id", "correlation",
-                "external_id")
+    _shown = CSV_COLUMNS[1:]
+
+    device: np.ndarray
+    stream: np.ndarray
+    correlation: np.ndarray
+    external_id: np.ndarray
 
     def __init__(
         self,
@@ -237,18 +235,17 @@ class KernelTable(_Columns):
         ranges: RangeTable | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        self.start_ns = _int_column(start_ns, np.int64, "start_ns", None)
-        n = self.start_ns.shape[0]
-        self.end_ns = _int_column(end_ns, np.int64, "end_ns", n)
-        self.device = _int_column(device, np.int32, "device", n)
-        self.name_id = _int_column(name_id, np.int32, "name_id", n)
-        self.stream = _int_column(-1 if stream is None else stream, np.int64, "stream", n)
-        self.correlation = _int_column(
-            -1 if correlation is None else correlation, np.int64, "correlation", n
-        )
-        self.external_id = _int_column(
-            -1 if external_id is None else external_id, np.int64, "external_id", n
-        )
+        start = _int_column(start_ns, np.int64, "start_ns", None)
+        n = start.shape[0]
+        super().__init__({
+            "start_ns": start,
+            "end_ns": _int_column(end_ns, np.int64, "end_ns", n),
+            "device": _int_column(device, np.int32, "device", n),
+            "stream": _int_column(-1 if stream is None else stream, np.int64, "stream", n),
+            "name_id": _int_column(name_id, np.int32, "name_id", n),
+            "correlation": _int_column(-1 if correlation is None else correlation, np.int64, "correlation", n),
+            "external_id": _int_column(-1 if external_id is None else external_id, np.int64, "external_id", n),
+        })
         self.names = _names_list(names, "kernel names")
         if short_names is not None:
             short_names = [str(s) for s in short_names]
@@ -304,7 +301,7 @@ class KernelTable(_Columns):
 
     def sorted(self) -> KernelTable:
         """A copy ordered by start time (stable: ties keep their order)."""
-        return self._like(self._take(self._order()))
+        return self._like(self._rows(self._order()))
 
     def select(self, mask: Any) -> KernelTable:
         """The kernels picked by a boolean mask or an integer index array.
@@ -312,19 +309,16 @@ class KernelTable(_Columns):
         Names, devices, ranges and metadata are kept whole (shared names keep
         ``name_id`` valid).
         """
-        return self._like(self._take(self._index(mask)))
+        return self._like(self._rows(self._index(mask)))
 
     def to_pandas(self) -> Any:
         """A pandas DataFrame: name (categorical), device, stream, start_ns, end_ns,
         correlation, external_id. Needs pandas."""
-        return _frame(self.name_id, self.names, device=self.device, stream=self.stream, start_ns=self.start_ns,
-                      end_ns=self.end_ns, correlation=self.correlation, external_id=self.external_id)
+        return super().to_pandas()
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
-        """Write the kernels as a plain CSV table that :func:`load_table` reads back."""
-        from .plain import write_csv
-
-        write_csv(path, self)
+        """Write the kernels as a plain CSV table (columns ``CSV_COLUMNS``) that :func:`load_table` reads back exactly."""
+        super().to_csv(path)
 
     def __repr__(self) -> str:
         src = f", source={os.path.basename(self.source)!r}" if self.source else ""
@@ -349,12 +343,3 @@ def _intern(values: Sequence[Any]) -> tuple[list[str], np.ndarray]:
     out = np.fromiter((setdefault(str(v), len(ids)) for v in values), dtype=np.int32,
                       count=len(values))
     return list(ids), out
-
-
-def _frame(name_id: np.ndarray, names: Any, **columns: np.ndarray) -> Any:
-    """A pandas DataFrame with a categorical ``name`` column first, then ``columns``. Needs pandas."""
-    try:
-        import pandas as pd
-    except ImportError as exc:
-        raise ImportError(_PANDAS_MISSING) from exc
-    return pd.DataFrame({"name": pd.Categorical.from_codes(name_id, categories=names), **columns})

@@ -37,7 +37,8 @@ import numpy as np
 
 from .. import _core
 from ..errors import InvalidArgumentError, SourceUnavailableError
-from .sensor_model import SensorModel, save_model
+from ..sampling.sensor_model import SensorModel, save_model
+from .sampler import Sampler
 
 __all__ = ["LoadDriver", "SimLoad", "CallableLoad", "cuda_load", "calibrate", "Calibration"]
 
@@ -185,8 +186,6 @@ def calibrate(*, sim: Any = None, gpu: int = 0, load: LoadDriver | None = None, 
     ``load`` defaults to :class:`SimLoad` on a simulation, else :func:`cuda_load`.
     ``save=True`` keeps the result for later recordings of this GPU (by UUID).
     """
-    from .sampler import Sampler
-
     if load is None:
         load = SimLoad(sim, gpu=gpu) if sim is not None else cuda_load(gpu)
     key = f"gpu{gpu}"
