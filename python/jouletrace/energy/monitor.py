@@ -87,8 +87,8 @@ from ..errors import (
     SourceUnavailableError,
 )
 from ..sampling import registry
+from ..sampling import sources as source_probes
 from ..sampling.devices import GpuDevice, select_gpus
-from ..sampling.sources import sources as probe_sources
 from .measurement import Measurement, WindowEnergies, check_work
 from .recording import Recording
 from .sampler import _STREAM_MAX_SAMPLES, Sampler
@@ -259,7 +259,7 @@ class Monitor:
             """The shared source options that the source ``name`` takes."""
             return {k: v for k, v in shared.items() if k in registry.lookup(name).options}
 
-        usable = {s.name: s for s in probe_sources()}
+        usable = {s.name: s for s in source_probes.sources()}
         made: list[Sampler] = []
         if sources is not None:
             for name in sources:
