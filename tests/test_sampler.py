@@ -14,11 +14,14 @@ import pytest
 
 import jouletrace
 from jouletrace import _core
+from jouletrace.energy.recording import Recording
 from jouletrace.errors import (
     DeviceLostError,
     InvalidArgumentError,
     SourceUnavailableError,
 )
+from jouletrace.sampling import sampler as sampling
+from jouletrace.sampling.samples import Samples
 from jouletrace.testing.waiting import wait_for_reads, wait_until
 
 
@@ -413,3 +416,18 @@ def test_missed_deadlines_are_counted_not_caught_up(make_sim):
     assert np.all(iv >= 2_000_000)
     elapsed_periods = (rec.t_before_ns[-1] - rec.t_before_ns[0]) / 1_000_000
     assert abs((len(rec) - 1) + rec.missed_deadlines - elapsed_periods) <= 0.05 * elapsed_periods + 3
+
+
+def test_the_sampling_layer_hands_over_samples_and_jouletrace_sampler_a_recording(make_sim):
+    sim = make_sim()
+    assert issubclass(jouletrace.Sampler, sampling.Sampler) and jouletrace.Sampler is not sampling.Sampler
+    with sampling.Sampler("sim", rate_hz=500, sim=sim) as low, jouletrace.Sampler("sim", rate_hz=500, sim=sim) as s:
+        time.sleep(0.2)
+    samples, rec = low.recording(), s.recording()
+    assert type(samples) is Samples and not hasattr(samples, "energy")
+    assert type(rec) is Recording and isinstance(rec, Samples)
+    assert samples.channels == rec.channels and len(samples) > 10 and len(rec) > 10
+    assert samples.metadata.keys() == rec.metadata.keys()
+    assert len(samples.clock_pairs) and samples.to_epoch_ns(samples.t_ns).dtype == np.int64
+    with pytest.raises(InvalidArgumentError, match="stream_to"):  # streaming is the energy layer's
+        sampling.Sampler("sim", sim=sim, stream_to="x")
