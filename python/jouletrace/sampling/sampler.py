@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Sampler", "SOURCE_NAMES"]
 
-S = TypeVar("S", bound=Samples)
+_SamplesT = TypeVar("_SamplesT", bound=Samples)
 _SamplerT = TypeVar("_SamplerT", bound="Sampler")
 
 #: The built-in sources; :func:`jouletrace.sampling.registry.names` has every registered one.
@@ -282,7 +282,7 @@ class Sampler:
         zero-copy numpy views (:class:`jouletrace.Sampler`: a :class:`jouletrace.Recording`)."""
         return self._samples(Samples)
 
-    def _samples(self, cls: type[S], first_poll: Callable[[], int] | None = None) -> S:
+    def _samples(self, cls: type[_SamplesT], first_poll: Callable[[], int] | None = None) -> _SamplesT:
         """The samples as a ``cls``; from poll ``first_poll()`` on (read once the columns are), if given."""
         if self._native.running:
             self._native.drain()
