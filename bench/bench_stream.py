@@ -320,7 +320,7 @@ def write_long(path: str, days: float, seed: int = 0) -> int:
 _CHILD_WINDOWS = """
 import resource, sys, time
 import numpy as np
-from jouletrace.energy.storage import open_blocks
+from jouletrace.energy.blocks import open_blocks
 t = time.perf_counter()
 rec = open_blocks(sys.argv[1], 1 << 19)
 rng = np.random.default_rng(0)

@@ -33,12 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgumentError
+from .._input import input_budget, open_regular
+from ..errors import InvalidArgumentError, RecordingFormatError
+from . import storage, stream, windows
 from . import updates as up
-from . import windows
+from .measurement import WindowEnergies
 from .recording import Recording
 
-__all__ = ["BlockRecording", "open_recording", "BLOCK_ROWS", "IN_MEMORY_BYTES"]
+__all__ = ["BlockRecording", "open_recording", "open_blocks", "BLOCK_ROWS", "IN_MEMORY_BYTES"]
 
 #: Rows read at a time.
 BLOCK_ROWS = 1 << 19
@@ -437,7 +439,6 @@ class BlockRecording:
     set_sensor_model = _R.set_sensor_model
     power_limit_w = _R.power_limit_w
     energy = _R.energy
-    _pairs = _R._pairs
     to_epoch_ns = _R.to_epoch_ns
     to_monotonic_ns = _R.to_monotonic_ns
     _may_wrap_unseen = _R._may_wrap_unseen
@@ -562,8 +563,6 @@ class BlockRecording:
     def energies(self, t0s: Any, t1s: Any, channels: Sequence[str] | None = None, *,
                  edges: str = "auto") -> Any:
         """As :meth:`jouletrace.Recording.energies`, block by block (counters; see the module docstring)."""
-        from .measurement import WindowEnergies
-
         a, b, _ = windows._windows(np.atleast_1d(np.asarray(t0s)), np.atleast_1d(np.asarray(t1s)))
         if edges not in ("auto", "independent", "aligned"):
             raise InvalidArgumentError(f"edges must be 'auto', 'independent' or 'aligned', got {edges!r}")
@@ -693,8 +692,6 @@ def open_recording(path: str | os.PathLike[str], *, max_memory_bytes: int | None
     """A recording for analysis: in memory (:func:`jouletrace.load`) when it is an ``.npz`` or its
     columns take at most ``max_memory_bytes`` (else ``$JOULETRACE_IN_MEMORY_BYTES``, else
     :data:`IN_MEMORY_BYTES`), else a :class:`BlockRecording` over the streamed folder."""
-    from . import storage, stream
-
     p = os.fspath(path)
     env = os.environ.get("JOULETRACE_IN_MEMORY_BYTES")
     limit = (int(max_memory_bytes) if max_memory_bytes is not None else int(env) if env and env.isdigit()
@@ -704,4 +701,26 @@ def open_recording(path: str | os.PathLike[str], *, max_memory_bytes: int | None
     rows, channels = storage.stream_rows(p)
     if rows * (len(_BASE) + channels) * 8 <= limit:
         return storage.load(p)
-    return storage.open_blocks(p, block_rows)
+    return open_blocks(p, block_rows)
+
+
+def open_blocks(path: str | os.PathLike[str], block_rows: int, *, max_bytes: int | None = None) -> Any:
+    """A streamed recording as a :class:`BlockRecording`: everything but
+    its samples read now (windows, clock pairs, metadata), the samples block by block when used."""
+    p = os.fspath(path)
+    parts = storage._stream_parts(p, input_budget(max_bytes), samples=False)
+    header = storage._stream_header(p, parts, int(parts.stats.get("rows") or 0))
+    names = [c["name"] for c in header["channels"]]
+
+    def blocks() -> Any:
+        try:
+            yield from stream.iter_samples(p, names, lambda f: open_regular(f, RecordingFormatError, "recording"),
+                                           lambda what: storage._bad(p, what), block_rows)
+        except RecordingFormatError:
+            raise
+        except storage._ARCHIVE_ERRORS as e:
+            raise storage._bad(p, f"{type(e).__name__}: {e}") from e
+
+    return BlockRecording(blocks, channels=names, cumulative={c["name"]: c["cumulative"] for c in header["channels"]},
+                          clock_pairs=parts.clock_pairs, metadata=header["metadata"], dropped=header["dropped"],
+                          missed_deadlines=header["missed_deadlines"] or 0)

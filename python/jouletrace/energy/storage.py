@@ -189,30 +189,6 @@ def stream_rows(path: str | os.PathLike[str]) -> tuple[int, int]:
     return int(parts.stats.get("rows") or 0), len(parts.header.get("channels") or [])
 
 
-def open_blocks(path: str | os.PathLike[str], block_rows: int, *, max_bytes: int | None = None) -> Any:
-    """A streamed recording as a :class:`jouletrace.energy.blocks.BlockRecording`: everything but
-    its samples read now (windows, clock pairs, metadata), the samples block by block when used."""
-    from .blocks import BlockRecording
-
-    p = os.fspath(path)
-    parts = _stream_parts(p, input_budget(max_bytes), samples=False)
-    header = _stream_header(p, parts, int(parts.stats.get("rows") or 0))
-    names = [c["name"] for c in header["channels"]]
-
-    def blocks() -> Any:
-        try:
-            yield from stream.iter_samples(p, names, lambda f: open_regular(f, RecordingFormatError, "recording"),
-                                           lambda what: _bad(p, what), block_rows)
-        except RecordingFormatError:
-            raise
-        except _ARCHIVE_ERRORS as e:
-            raise _bad(p, f"{type(e).__name__}: {e}") from e
-
-    return BlockRecording(blocks, channels=names, cumulative={c["name"]: c["cumulative"] for c in header["channels"]},
-                          clock_pairs=parts.clock_pairs, metadata=header["metadata"], dropped=header["dropped"],
-                          missed_deadlines=header["missed_deadlines"] or 0)
-
-
 class _Archive:
     """The members of one recording archive, each checked against what it declares."""
 
