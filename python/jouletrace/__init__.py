@@ -18,7 +18,7 @@ import importlib as _importlib
 from typing import TYPE_CHECKING
 
 # `jouletrace.calibrate` and `jouletrace.sources` are the functions; the modules of those names are
-# kept for imports (they re-export `jouletrace.sampling.*`). Loading them first means a later
+# kept for imports (they re-export `jouletrace.energy.calibrate`, `jouletrace.sampling.sources`). Loading them first means a later
 # `import jouletrace.sources` finds them loaded and does not rebind the functions' names.
 from . import calibrate as _calibrate_module  # noqa: F401
 from . import sources as _sources_module  # noqa: F401
