@@ -300,8 +300,8 @@ def test_clock_pairs_stay_bounded_and_convert_as_with_every_pair(make_sim, tmp_p
     """A long run's clock pairs, fed faster than real time (a pair per 1,000 polls, as at 1 kHz): the
     streaming writer writes them all out and holds only those its recent view needs; conversions of
     that view equal those through every pair, within the uncertainty the alignment states."""
-    from jouletrace.energy.recording import _nearest
     from jouletrace.kernels.alignment import _pairs_uncertainty
+    from jouletrace.sampling.clock import nearest as _nearest
 
     path = tmp_path / "pairs.jt"
     from jouletrace.energy.stream import Streamer

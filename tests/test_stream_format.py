@@ -133,7 +133,7 @@ def test_schema_1_restarted_recording_is_read_whole(tmp_path):
     np.testing.assert_array_equal(rec["gpu0.power_w"], 100.0 + np.arange(230) % 7)
     assert len(rec.clock_pairs) == 23 and rec.metadata["stream"]["ended"] == "normally"
     assert [w["name"] for w in rec.metadata["windows"]] == ["seg0", "seg1", "seg2"]
-    from jouletrace.energy.storage import open_blocks
+    from jouletrace.energy.blocks import open_blocks
 
     blocks = list(open_blocks(src, 64)._blocks())
     np.testing.assert_array_equal(np.concatenate([b["t_ns"] for b in blocks]), v1_rows(0, 230))
