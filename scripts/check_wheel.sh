@@ -12,7 +12,12 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/jouletrace-wheel.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 t0=$(date +%s)
 
-JOULETRACE_DIST="$work/dist" PYTHON="$py" bash "$root/scripts/build_wheel.sh" --sdist
+# JOULETRACE_PREBUILT_DIST: a folder where build_wheel.sh --sdist already put them (scripts/test.sh).
+if [ -n "${JOULETRACE_PREBUILT_DIST:-}" ]; then
+  mkdir -p "$work/dist" && cp "$JOULETRACE_PREBUILT_DIST"/jouletrace-* "$work/dist/"
+else
+  JOULETRACE_DIST="$work/dist" PYTHON="$py" bash "$root/scripts/build_wheel.sh" --sdist
+fi
 whl=$(ls "$work"/dist/jouletrace-*.whl)
 case "$(basename "$whl")" in
   *manylinux_2_17_x86_64*|*manylinux_2_27_x86_64*|*manylinux_2_28_x86_64*) ;;

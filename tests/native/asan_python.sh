@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Python extension itself under ASan+UBSan: builds _core and the simulated
-# GPU with -fsanitize=address,undefined into build-asan-python/, stages them
+# GPU with -fsanitize=address,undefined (the ASan build of tests/native/run.sh,
+# build-native-address-undefined/; a no-op when run.sh built it), stages them
 # beside a copy of the Python package, and runs tests/test_sampler.py and the
 # fork/address-space tests with libasan preloaded (CPython is not built with
 # ASan). Leak detection is off: CPython keeps its allocations at exit by design.
@@ -9,11 +10,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 py=${PYTHON:-python3}
 jobs=$(nproc 2>/dev/null || echo 2)
-dir="$root/build-asan-python"
-san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -g"
-cmake -S "$root" -B "$dir" -DJOULETRACE_PYTHON=ON -DJOULETRACE_TESTS=OFF -DJOULETRACE_WERROR=ON \
-  -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS="-O1 $san" -DCMAKE_MODULE_LINKER_FLAGS="$san" \
-  -DCMAKE_SHARED_LINKER_FLAGS="$san" \
+# The ASan/UBSan build of tests/native/run.sh (same options: a no-op when run.sh has built it).
+dir="$root/build-native-address-undefined"
+cmake -S "$root" -B "$dir" -DJOULETRACE_PYTHON=ON -DJOULETRACE_TESTS=ON -DJOULETRACE_WERROR=ON \
+  -DJOULETRACE_SANITIZE="address,undefined" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DPython_EXECUTABLE="$("$py" -c "import sys; print(sys.executable)")" >/dev/null
 cmake --build "$dir" -j "$jobs" --target _core jouletrace_simnvml >/dev/null
 stage="$dir/stage"

@@ -9,7 +9,11 @@ py=${PYTHON:-python3}
 jobs=$(nproc 2>/dev/null || echo 2)
 for san in "address,undefined" "thread"; do
   dir="$root/build-native-${san//,/-}"
-  cmake -S "$root" -B "$dir" -DJOULETRACE_PYTHON=OFF -DJOULETRACE_TESTS=ON -DJOULETRACE_WERROR=ON \
+  # The ASan build also makes the instrumented extension that tests/native/asan_python.sh runs
+  # (one compilation of the core for both).
+  python=OFF
+  [ "$san" = "address,undefined" ] && python=ON
+  cmake -S "$root" -B "$dir" -DJOULETRACE_PYTHON=$python -DJOULETRACE_TESTS=ON -DJOULETRACE_WERROR=ON \
     -DJOULETRACE_SANITIZE="$san" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPython_EXECUTABLE="$("$py" -c "import sys; print(sys.executable)")" >/dev/null
   cmake --build "$dir" -j "$jobs" >/dev/null
   echo "== native tests under -fsanitize=$san"
