@@ -23,7 +23,9 @@ def _reference_nearest(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def _pairs(rng: np.random.Generator, k: int) -> np.ndarray:
-    mono = np.sort(rng.choice(np.arange(10**9, 10**9 + 10**12, 997), size=k, replace=False)).astype(np.int64)
+    # k distinct instants on a 997 ns lattice over 1000 s (drawn, not chosen from a 10^9-element range)
+    steps = rng.permutation(np.unique(rng.integers(0, 10**12 // 997, size=4 * k)))[:k]
+    mono = (10**9 + 997 * np.sort(steps)).astype(np.int64)
     # an offset that moves by up to a few ms between pairs (NTP slew), plus the read bracket
     off = 1_700_000_000 * 10**9 + np.cumsum(rng.integers(-3_000_000, 3_000_000, size=k))
     return np.stack([mono, mono + off, rng.integers(50, 500, size=k)], axis=1).astype(np.int64)
