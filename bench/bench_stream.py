@@ -201,7 +201,7 @@ def timing(seconds: float, folder: str) -> dict[str, tuple[float, float, float]]
     return out
 
 
-def timing_paired(pairs: int, seconds: float, folder: str) -> dict[str, object]:
+def timing_paired(pairs: int, seconds: float, folder: str, busy: bool = True) -> dict[str, object]:
     """Streaming off and on alternated ``pairs`` times (``seconds`` each): whatever else the machine
     does drifts slowly, so each pair's difference of p99 cancels it; the sign test over pairs says
     whether streaming moves the p99 (no timed assert: a figure for RESULTS)."""
@@ -215,8 +215,10 @@ def timing_paired(pairs: int, seconds: float, folder: str) -> dict[str, object]:
             s.start()
             t_end = time.monotonic() + seconds
             x = 0
-            while time.monotonic() < t_end:  # the main thread busy in Python
+            while busy and time.monotonic() < t_end:  # the main thread busy in Python
                 x += 1
+            if not busy:
+                time.sleep(seconds)
             s.stop()
             t = np.asarray(s.recording().t_before_ns)
             dev = np.abs(np.diff(t) - 1e9 / RATE) / 1000.0
@@ -374,13 +376,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=3.0, help="each timing run")
     ap.add_argument("--skip-30d", action="store_true")
     ap.add_argument("--timing-pairs", type=int, metavar="N", help="only: streaming off/on alternated N times")
+    ap.add_argument("--idle-main", action="store_true", help="with --timing-pairs: the main thread sleeps")
     ap.add_argument("--blocks-30d-only", action="store_true", help="only part 4 (a month read block by block)")
     ap.add_argument("--days", type=float, default=30.0, help="length of part 4's recording")
     args = ap.parse_args(argv)
     folder = tempfile.mkdtemp(prefix="jt-bench-stream-")
     try:
         if args.timing_pairs:
-            print("timing, paired:", timing_paired(args.timing_pairs, args.seconds, folder), flush=True)
+            print("timing, paired:", timing_paired(args.timing_pairs, args.seconds, folder, busy=not args.idle_main),
+                  flush=True)
             return
         if args.blocks_30d_only:
             print(f"{args.days:g} days read block by block:", blocks_30_days(folder, args.days), flush=True)
