@@ -36,12 +36,9 @@ ls "$work"/dist/jouletrace-*.tar.gz >/dev/null
 t_build=$(date +%s)
 
 # A PATH without a compiler: a folder of links to the few tools the tests run.
+. "$root/scripts/compilerless_tools.sh"
 tools="$work/bin"
-mkdir -p "$tools"
-for t in sh bash env cat ls uname readelf sleep true rm mkdir; do
-  p=$(command -v "$t" || true)
-  [ -n "$p" ] && ln -s "$p" "$tools/$t"
-done
+compilerless_tools "$tools"
 venv="$work/venv"
 "$py" -m venv "$venv"
 clean_path="$venv/bin:$tools"

@@ -25,12 +25,10 @@ for v in 310 311 312 313; do
     || { echo "check_wheels_all: no manylinux_2_28 wheel for cp$v" >&2; exit 1; }
 done
 
+# A PATH without a compiler: a folder of links to the few tools the tests run.
+. "$root/scripts/compilerless_tools.sh"
 tools="$work/bin"
-mkdir -p "$tools"
-for t in sh bash env cat ls uname readelf sleep true rm mkdir; do
-  p=$(command -v "$t" || true)
-  [ -n "$p" ] && ln -s "$p" "$tools/$t"
-done
+compilerless_tools "$tools"
 
 find_python() {  # $1 = 3.10 ... : the interpreter build_wheel.sh used
   local v=$1 cand
