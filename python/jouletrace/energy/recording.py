@@ -8,8 +8,9 @@ a Recording adds what turns them into energy: where each counter update happened
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,27 +30,15 @@ __all__ = ["Recording", "STATUS_NAMES"]
 class Recording(Samples):
     """Samples of one source (times, channels, units, drops, metadata) and their energy."""
 
-    def __init__(
-        self,
-        *,
-        t_ns: np.ndarray,
-        t_before_ns: np.ndarray,
-        t_after_ns: np.ndarray,
-        seq: np.ndarray,
-        status: np.ndarray,
-        values: Mapping[str, np.ndarray],
-        cumulative: Mapping[str, bool],
-        dropped: int = 0,
-        missed_deadlines: int = 0,
-        clock_pairs: np.ndarray | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(t_ns=t_ns, t_before_ns=t_before_ns, t_after_ns=t_after_ns, seq=seq, status=status,
-                         values=values, cumulative=cumulative, dropped=dropped, missed_deadlines=missed_deadlines,
-                         clock_pairs=clock_pairs, metadata=metadata)
-        # Per-channel caches (the arrays are read-only, so they never go stale).
-        self._updates: dict[str, Updates] = {}
-        self._quantum: dict[str, float] = {}
+    # Per-channel caches (the arrays are read-only, so they never go stale); the constructor is
+    # Samples'.
+    @functools.cached_property
+    def _updates(self) -> dict[str, Updates]:
+        return {}
+
+    @functools.cached_property
+    def _quantum(self) -> dict[str, float]:
+        return {}
 
     def update_period_ns(self, channel: str) -> float | None:
         """The sensor update period seen on ``channel`` (ns; median time between value changes).
