@@ -144,3 +144,25 @@ def test_schema_1_killed_recording_keeps_its_journal_rows():
     np.testing.assert_array_equal(rec.t_ns, v1_rows(0, 130))
     assert len(rec.clock_pairs) == 13
     assert rec.metadata["stream"]["ended"] == "abnormally" and rec.metadata["ended_abnormally"]
+
+
+def test_a_part_cut_after_a_normal_end_is_an_error_not_a_short_run(make_sim, tmp_path):
+    """A copy interrupted after the run: the last part holds fewer rows than the run's stats say it
+    wrote. Both readers (whole and block by block) say so instead of reporting a short recording."""
+    from jouletrace.energy.blocks import open_recording
+    from jouletrace.errors import RecordingFormatError
+
+    path = tmp_path / "cut.jt"
+    s = jouletrace.Sampler("sim", sim=make_sim(update_period_s=0.02), rate_hz=500, stream_to=path, compact=False,
+                           keep_s=None)
+    s.start()
+    time.sleep(0.5)
+    s.stop()
+    assert len(jouletrace.load(path)) > 100
+    part = sorted((path / "samples").glob("part-*.arrow"))[0]
+    part.write_bytes(part.read_bytes()[:100])
+    with pytest.raises(RecordingFormatError, match="rows the run wrote"):
+        jouletrace.load(path)
+    rec = open_recording(path, max_memory_bytes=0)
+    with pytest.raises(RecordingFormatError, match="rows the run wrote"):
+        rec.energies([0], [1])

@@ -714,8 +714,12 @@ def open_blocks(path: str | os.PathLike[str], block_rows: int, *, max_bytes: int
 
     def blocks() -> Any:
         try:
-            yield from stream.iter_samples(p, names, lambda f: open_regular(f, RecordingFormatError, "recording"),
-                                           lambda what: storage._bad(p, what), block_rows)
+            rows = 0
+            for part in stream.iter_samples(p, names, lambda f: open_regular(f, RecordingFormatError, "recording"),
+                                            lambda what: storage._bad(p, what), block_rows):
+                rows += int(part["t_ns"].size)
+                yield part
+            stream.check_rows(parts, rows, lambda what: storage._bad(p, what))
         except RecordingFormatError:
             raise
         except storage._ARCHIVE_ERRORS as e:

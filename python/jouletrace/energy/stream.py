@@ -685,7 +685,18 @@ def read_stream(path: str, budget: int, open_file: Callable[[str], Any], bad: Ca
     if batches:
         last = batches[-1].slice(batches[-1].num_rows - 1).to_pydict()
         parts.stats = {k: int(v[0]) for k, v in last.items()}
+    if samples:
+        check_rows(parts, int(parts.columns["t_ns"].size), bad)
     return parts
+
+
+def check_rows(parts: StreamParts, rows: int, bad: Callable[[str], Exception]) -> None:
+    """A run that ended normally committed every row its last stats row counts: fewer read means a
+    part was cut after the run (an interrupted copy), which must not pass for a short run."""
+    want = int(parts.stats.get("rows") or 0)
+    if parts.end is not None and rows < want:
+        raise bad(f"its samples hold {rows} of the {want} rows the run wrote and closed: a part was cut "
+                  "after the run ended (an interrupted copy?); copy it again from where it was recorded")
 
 
 def iter_samples(path: str, channels: Sequence[str], open_file: Callable[[str], Any], bad: Callable[[str], Exception],
