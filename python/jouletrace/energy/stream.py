@@ -696,7 +696,7 @@ def check_rows(parts: StreamParts, rows: int, bad: Callable[[str], Exception]) -
     want = int(parts.stats.get("rows") or 0)
     if parts.end is not None and rows < want:
         raise bad(f"its samples hold {rows} of the {want} rows the run wrote and closed: a part was cut "
-                  "after the run ended (an interrupted copy?); copy it again from where it was recorded")
+                  "after the run ended")
 
 
 def iter_samples(path: str, channels: Sequence[str], open_file: Callable[[str], Any], bad: Callable[[str], Exception],
