@@ -11,7 +11,9 @@
    a real Sampler fed with ``inject_for_test`` while ``release_before`` gives back what was
    written (``committed_bytes`` flat).
 2. **Sampler timing with streaming on and off**: real Sampler("sim") at 1 kHz, main thread
-   busy in Python, p50/p99/max of |interval − period|.
+   busy in Python, p50/p99/max of |interval − period|. ``--timing-pairs N`` alternates the two
+   N times (paired); ``--compare slice`` alternates the sampler thread's wake slice off and on
+   while streaming.
 3. **1 M windows over a 30-day compacted recording of one GPU** (synthesised: the rows the
    compaction keeps, two per update, 100 ms updates; energy counter only), in memory.
 4. **A 30-day streamed recording read block by block** (synthetic, written by
@@ -38,6 +40,7 @@ import time
 import numpy as np
 
 import jouletrace
+from jouletrace import _core
 from jouletrace.energy.stream import Streamer
 from jouletrace.sampling.sim import SimGPU
 
@@ -73,7 +76,7 @@ class _Feed:
 
     channels = [("gpu0.energy_j", True), ("gpu0.power_w", False), ("gpu0.energy_ts_us", False),
                 ("gpu0.power_ts_us", False)]
-    config = {"rate_hz": RATE}
+    config = _core.SamplerConfig(rate_hz=RATE)
     running = False
     dropped_ring = dropped_storage = missed_deadlines = 0
 
@@ -201,17 +204,27 @@ def timing(seconds: float, folder: str) -> dict[str, tuple[float, float, float]]
     return out
 
 
-def timing_paired(pairs: int, seconds: float, folder: str, busy: bool = True) -> dict[str, object]:
-    """Streaming off and on alternated ``pairs`` times (``seconds`` each): whatever else the machine
-    does drifts slowly, so each pair's difference of p99 cancels it; the sign test over pairs says
-    whether streaming moves the p99 (no timed assert: a figure for RESULTS)."""
-    p99 = {"off": [], "on": []}
-    late = {"off": [], "on": []}
+def timing_paired(pairs: int, seconds: float, folder: str, busy: bool = True,
+                  compare: str = "stream") -> dict[str, object]:
+    """Two settings alternated ``pairs`` times (``seconds`` each): whatever else the machine does
+    drifts slowly, so each pair's difference of p99 cancels it; the count of pairs where the second
+    setting's p99 is higher is the sign test (no timed assert: a figure for RESULTS).
+    ``compare="stream"``: streaming off, then on (the sampler's default wake slice in both);
+    ``compare="slice"``: streaming on in both, the sampler thread without, then with its short
+    scheduling slice (``wake_slice``)."""
+    def settings(i: int) -> dict[str, object]:
+        out: dict[str, object] = {"keep_s": None, "stream_to": tempfile.mkdtemp(dir=folder) + f"/timing{i}.jt"}
+        return out
+    if compare == "stream":
+        labels = (("off", lambda i: {}), ("on", settings))
+    else:
+        labels = (("off", lambda i: {**settings(i), "wake_slice": False}), ("on", settings))
+    p99: dict[str, list[float]] = {"off": [], "on": []}
+    late: dict[str, list[float]] = {"off": [], "on": []}
     sim = SimGPU()
     for i in range(pairs):
-        order = (("off", {}), ("on", {"stream_to": tempfile.mkdtemp(dir=folder) + "/timing.jt", "keep_s": None}))
-        for label, kw in (order if i % 2 == 0 else order[::-1]):
-            s = jouletrace.Sampler("sim", sim=sim, rate_hz=RATE, **kw)
+        for label, make in (labels if i % 2 == 0 else labels[::-1]):
+            s = jouletrace.Sampler("sim", sim=sim, rate_hz=RATE, **make(i))
             s.start()
             t_end = time.monotonic() + seconds
             x = 0
@@ -226,7 +239,9 @@ def timing_paired(pairs: int, seconds: float, folder: str, busy: bool = True) ->
             late[label].append(float(np.mean(dev > 100.0)))
     sim.close()
     d = np.array(p99["on"]) - np.array(p99["off"])
-    return {"pairs": pairs, "p99_off_median_us": float(np.median(p99["off"])),
+    names = {"stream": ("streaming off", "streaming on"), "slice": ("no wake slice", "wake slice")}[compare]
+    return {"pairs": pairs, "off": names[0], "on": names[1],
+            "p99_off_median_us": float(np.median(p99["off"])),
             "p99_on_median_us": float(np.median(p99["on"])), "p99_diff_median_us": float(np.median(d)),
             "on_higher_in": int(np.sum(d > 0)), "late_100us_off": float(np.median(late["off"])),
             "late_100us_on": float(np.median(late["on"]))}
@@ -370,6 +385,16 @@ def blocks_30_days(folder: str, days: float, n_windows: int = 1_000_000) -> dict
     return out
 
 
+def test_bench_stream_runs_once(tmp_path: object) -> None:
+    """The paired timing (both comparisons) and the writer driven over simulated time, briefly, so
+    this file's code cannot rot (its figures come from full runs: bench/RESULTS.md)."""
+    for compare in ("stream", "slice"):
+        out = timing_paired(1, 0.2, str(tmp_path), compare=compare)
+        assert out["pairs"] == 1 and np.isfinite(out["p99_on_median_us"]) and np.isfinite(out["p99_off_median_us"])
+    dm = disk_and_memory(0.005, str(tmp_path))  # 18 s of polls: 36 flushes
+    assert dm["loaded_rows"] == dm["rows"] > 0
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hours", type=float, default=10.0)
@@ -377,13 +402,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-30d", action="store_true")
     ap.add_argument("--timing-pairs", type=int, metavar="N", help="only: streaming off/on alternated N times")
     ap.add_argument("--idle-main", action="store_true", help="with --timing-pairs: the main thread sleeps")
+    ap.add_argument("--compare", choices=("stream", "slice"), default="stream",
+                    help="with --timing-pairs: streaming off/on (default), or the wake slice off/on while streaming")
     ap.add_argument("--blocks-30d-only", action="store_true", help="only part 4 (a month read block by block)")
     ap.add_argument("--days", type=float, default=30.0, help="length of part 4's recording")
     args = ap.parse_args(argv)
     folder = tempfile.mkdtemp(prefix="jt-bench-stream-")
     try:
         if args.timing_pairs:
-            print("timing, paired:", timing_paired(args.timing_pairs, args.seconds, folder, busy=not args.idle_main),
+            print("timing, paired:", timing_paired(args.timing_pairs, args.seconds, folder, busy=not args.idle_main,
+                                                      compare=args.compare),
                   flush=True)
             return
         if args.blocks_30d_only:

@@ -248,7 +248,8 @@ def test_one_config_object_crosses_the_binding(make_sim):
     c = _core.SamplerConfig(rate_hz=250.0, ring_capacity=512, max_records=4096)
     assert c == _core.SamplerConfig(rate_hz=250.0, ring_capacity=512, max_records=4096) != _core.SamplerConfig()
     assert c.to_dict() == {"rate_hz": 250.0, "ring_capacity": 512, "spin_ns": -1, "drain_period_ns": 0,
-                           "max_records": 4096}
+                           "max_records": 4096, "wake_slice": True}
+    assert _core.SamplerConfig(wake_slice=False) != _core.SamplerConfig()
     sim = make_sim()
     s = _core.Sampler.nvml(_core.NvmlOptions(library=str(sim.library_path), source_name="sim", timestamps=False), c)
     got = s.config  # the settings in force: what was asked, the auto ones resolved

@@ -6,6 +6,8 @@ bounds derived from its sensor model, not assumed.
 
 from __future__ import annotations
 
+import os
+import platform
 import threading
 import time
 
@@ -378,6 +380,32 @@ def test_bad_arguments():
         jouletrace.Sampler("sim", ring_capacity=1000)
     with pytest.raises(InvalidArgumentError, match="unknown option"):
         jouletrace.Sampler("sim", gpu=0)
+
+
+def _kernel_has_custom_slices() -> bool:
+    """EEVDF custom slices (sched_attr.sched_runtime for SCHED_OTHER) came with Linux 6.12."""
+    parts = platform.release().split(".")
+    try:
+        return (int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)) >= (6, 12)
+    except (IndexError, ValueError):
+        return False
+
+
+def test_the_sampler_thread_gets_a_short_slice_unless_asked_not_to(make_sim):
+    """The kernel grants the 100 µs slice where it has custom slices (not a priority: ARCHITECTURE.md);
+    with wake_slice=False the thread keeps the kernel's default. What was granted is recorded."""
+    sim = make_sim()
+    with jouletrace.Sampler("sim", sim=sim) as s:
+        wait_for_reads(s, 5)
+        granted = s._native.wake_slice_ns
+    expected = 100_000 if _kernel_has_custom_slices() and os.sched_getscheduler(0) == os.SCHED_OTHER else 0
+    assert granted == expected
+    assert s.recording().metadata["wake_slice_ns"] == expected
+    assert s.config["wake_slice"] is True
+    with jouletrace.Sampler("sim", sim=sim, wake_slice=False) as off:
+        wait_for_reads(off, 5)
+    assert off._native.wake_slice_ns == 0 and off.recording().metadata["wake_slice_ns"] == 0
+    assert off.config["wake_slice"] is False
 
 
 def test_high_rate_sampling(make_sim):

@@ -51,25 +51,29 @@ py::dict columns(const Sampler& s) {
 void bind_sampler(py::module_& m) {
   const SamplerConfig dc;  // the C++ defaults are the Python ones
   py::class_<SamplerConfig>(m, "SamplerConfig",
-                            "How a Sampler samples: rate, ring, spin, drain period and storage bound (0 or -1 = auto)")
+                            "How a Sampler samples: rate, ring, spin, drain period, storage bound (0 or -1 = auto), "
+                            "and whether its thread asks for a short scheduling slice")
       .def(py::init([](double rate_hz, std::size_t ring_capacity, std::int64_t spin_ns, std::int64_t drain_period_ns,
-                       std::size_t max_records) {
+                       std::size_t max_records, bool wake_slice) {
              SamplerConfig c;
              c.rate_hz = rate_hz;
              c.ring_capacity = ring_capacity;
              c.spin_ns = spin_ns;
              c.drain_period_ns = drain_period_ns;
              c.max_records = max_records;
+             c.wake_slice = wake_slice;
              return c;
            }),
            py::kw_only(), py::arg("rate_hz") = dc.rate_hz, py::arg("ring_capacity") = dc.ring_capacity,
            py::arg("spin_ns") = dc.spin_ns, py::arg("drain_period_ns") = dc.drain_period_ns,
-           py::arg("max_records") = dc.max_records)
+           py::arg("max_records") = dc.max_records, py::arg("wake_slice") = dc.wake_slice)
       .def_readonly("rate_hz", &SamplerConfig::rate_hz, "samples per second, 1 .. 100000")
       .def_readonly("ring_capacity", &SamplerConfig::ring_capacity, "records; 0 = about one second, a power of two")
       .def_readonly("spin_ns", &SamplerConfig::spin_ns, "busy-wait before each deadline; -1 = auto")
       .def_readonly("drain_period_ns", &SamplerConfig::drain_period_ns, "ring to storage every ...; 0 = auto")
       .def_readonly("max_records", &SamplerConfig::max_records, "storage bound; 0 = a week at rate_hz, capped")
+      .def_readonly("wake_slice", &SamplerConfig::wake_slice,
+                    "the sampler thread asks the kernel for a short scheduling slice (ARCHITECTURE.md)")
       .def("to_dict",
            [](const SamplerConfig& c) {
              py::dict d;
@@ -78,18 +82,21 @@ void bind_sampler(py::module_& m) {
              d["spin_ns"] = c.spin_ns;
              d["drain_period_ns"] = c.drain_period_ns;
              d["max_records"] = c.max_records;
+             d["wake_slice"] = c.wake_slice;
              return d;
            })
       .def("__eq__",
            [](const SamplerConfig& a, const SamplerConfig& b) {
              return a.rate_hz == b.rate_hz && a.ring_capacity == b.ring_capacity && a.spin_ns == b.spin_ns &&
-                    a.drain_period_ns == b.drain_period_ns && a.max_records == b.max_records;
+                    a.drain_period_ns == b.drain_period_ns && a.max_records == b.max_records &&
+                    a.wake_slice == b.wake_slice;
            },
            py::is_operator())
       .def("__repr__", [](const SamplerConfig& c) {
         return "SamplerConfig(rate_hz=" + py_repr(c.rate_hz) + ", ring_capacity=" + std::to_string(c.ring_capacity) +
                ", spin_ns=" + std::to_string(c.spin_ns) + ", drain_period_ns=" + std::to_string(c.drain_period_ns) +
-               ", max_records=" + std::to_string(c.max_records) + ")";
+               ", max_records=" + std::to_string(c.max_records) + ", wake_slice=" + (c.wake_slice ? "True" : "False") +
+               ")";
       });
 
   const NvmlOptions dn;
@@ -165,6 +172,8 @@ void bind_sampler(py::module_& m) {
       .def_property_readonly("dropped_ring", &Sampler::dropped_ring)
       .def_property_readonly("dropped_storage", &Sampler::dropped_storage)
       .def_property_readonly("missed_deadlines", &Sampler::missed_deadlines)
+      .def_property_readonly("wake_slice_ns", &Sampler::wake_slice_ns,
+                             "The scheduling slice the kernel granted the sampler thread (ARCHITECTURE.md), 0 if none")
       .def_property_readonly("size", [](const Sampler& s) { return s.store()->size(); })
       .def_property_readonly("committed_bytes", [](const Sampler& s) { return s.store()->committed_bytes(); })
       // The store is shared (a capsule may own it too); releasing only zeroes published pages.

@@ -11,7 +11,14 @@
 // burst, and so is a deadline less than half a period after the start of the
 // read before it (after a stall, no two reads back to back). Hence reads +
 // missed_deadlines = elapsed periods, and consecutive reads start at least half
-// a period apart. The thread never throws:
+// a period apart. The sampler thread asks the kernel for a short scheduling
+// slice (sched_setattr, SCHED_OTHER with sched_runtime = 100 us; EEVDF, Linux
+// >= 6.12): a waking task with a shorter slice preempts the running one at
+// once instead of waiting out its slice, so other busy threads of the program
+// (a streaming writer, the training loop) do not delay its reads. It is no
+// priority: its share of the CPU stays a normal thread's. Older kernels ignore
+// it; wake_slice_ns() says what the kernel granted (0: none, or
+// SamplerConfig::wake_slice off). The thread never throws:
 // errors go to an ErrorSlot that Python reads at its next call.
 #pragma once
 
@@ -37,6 +44,7 @@ struct SamplerConfig {
   std::int64_t spin_ns = -1;          // busy-wait this long before each deadline; -1 = auto
   std::int64_t drain_period_ns = 0;   // 0 = auto (a quarter of the ring's time span, 1..50 ms)
   std::size_t max_records = 0;        // storage bound; 0 = a week at rate_hz, capped
+  bool wake_slice = true;             // ask for a short scheduling slice (header); false = kernel default
 };
 
 class Sampler {
@@ -79,6 +87,8 @@ class Sampler {
   std::uint64_t dropped_ring() const noexcept { return dropped_ring_.load(std::memory_order_relaxed); }
   std::uint64_t dropped_storage() const noexcept { return dropped_storage_.load(std::memory_order_relaxed); }
   std::uint64_t missed_deadlines() const noexcept { return missed_.load(std::memory_order_relaxed); }
+  // The scheduling slice the kernel granted the sampler thread (header), 0 if none or not started.
+  std::int64_t wake_slice_ns() const noexcept { return wake_slice_ns_.load(std::memory_order_relaxed); }
   const ErrorSlot& errors() const noexcept { return errors_; }
   // Pairs [start, end) taken so far, numbered from the first pair ever taken (a streaming writer
   // asks only for the new ones); pairs released are left out.
@@ -141,6 +151,7 @@ class Sampler {
   std::atomic<std::uint64_t> reads_{0};
   std::atomic<std::uint64_t> dropped_ring_{0};
   std::atomic<std::uint64_t> missed_{0};
+  std::atomic<std::int64_t> wake_slice_ns_{0};
   // Written by the drain side.
   std::atomic<std::uint64_t> dropped_storage_{0};
 };

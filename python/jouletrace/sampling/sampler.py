@@ -73,7 +73,10 @@ class Sampler:
     Sampler options: ``ring_capacity`` (records, power of two; default about
     one second), ``spin_us`` (busy-wait before each deadline; default 0 at
     1 kHz and below, up to 20 µs above), ``drain_period_s`` (how often the
-    ring is moved to storage), ``max_samples`` (storage bound).
+    ring is moved to storage), ``max_samples`` (storage bound), ``wake_slice``
+    (default True: the sampler thread asks the kernel for a short scheduling
+    slice, so that it preempts the program's other busy threads when it wakes
+    instead of waiting out their slice; not a priority: ARCHITECTURE.md).
 
     Use as a context manager, or ``start()`` / ``stop()``; ``recording()``
     returns the samples so far (zero-copy) at any time. Errors on the sampling
@@ -90,6 +93,7 @@ class Sampler:
         spin_us: float | None = None,
         drain_period_s: float | None = None,
         max_samples: int = 0,
+        wake_slice: bool = True,
         **source_options: Any,
     ) -> None:
         self.source = source
@@ -106,6 +110,7 @@ class Sampler:
             spin_ns=-1 if spin_us is None else int(spin_us * 1000),
             drain_period_ns=0 if drain_period_s is None else int(drain_period_s * 1e9),
             max_records=int(max_samples),
+            wake_slice=bool(wake_slice),
         )
         opened = spec.open(dict(source_options), config)
         self._native = opened.native
@@ -258,6 +263,7 @@ class Sampler:
             "dropped_ring": int(self._native.dropped_ring),
             "dropped_storage": int(self._native.dropped_storage),
             "missed_deadlines": int(self._native.missed_deadlines),
+            "wake_slice_ns": int(self._native.wake_slice_ns),
             "channels": {name: ("cumulative" if cum else "level") for name, cum in self._native.channels},
             "counters": counters.published(self._native.channel_info),
             "device": dict(self._native.metadata),
