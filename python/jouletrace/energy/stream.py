@@ -270,7 +270,10 @@ class _Table:
         self._jpath = os.path.join(self.dir, f"_journal-{self.segment:06d}-{self.committed}.arrows")
         fd = os.open(self._jpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         self._jfile = os.fdopen(fd, "wb")
-        self._jwriter = self.pa.ipc.new_stream(self._jfile, self.schema, options=self.opts)
+        # Uncompressed: a journal holds a minute at most and is removed at the next commit, and zstd
+        # costs ~10x the write itself on a flush's few rows (CPU the sampler thread may want).
+        self._jwriter = self.pa.ipc.new_stream(self._jfile, self.schema,
+                                               options=self.pa.ipc.IpcWriteOptions(compression=None))
         if old_writer is not None:
             old_writer.close()
             old_file.close()
