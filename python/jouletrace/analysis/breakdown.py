@@ -388,6 +388,17 @@ def add_statistical(out: Breakdown, recording: Any, kernels: KernelTable, *,
     return out
 
 
+@dataclass
+class _StatSum:
+    """One group's statistical estimate, summed over devices."""
+
+    energy_j: float = 0.0
+    ci_low_j: float = 0.0
+    ci_high_j: float = 0.0
+    resolved: bool = True
+    reason: str = ""
+
+
 def _statistical(out: Breakdown, recording: Any, kernels: KernelTable, groups: list[str], gid: np.ndarray,
                  alignment: Alignment, device_map: dict[int, str] | None, level: float, bootstrap: int,
                  seed: int | None) -> None:
@@ -398,18 +409,18 @@ def _statistical(out: Breakdown, recording: Any, kernels: KernelTable, groups: l
     ne = attribute_names(recording, relabelled, alignment=alignment, device_map=device_map,
                          max_names=len(groups) + 1, bootstrap=bootstrap, level=level, seed=seed,
                          min_launches=1, min_intervals=10)
-    est = {g: [0.0, 0.0, 0.0, True, ""] for g in groups + [IDLE]}
+    est = {g: _StatSum() for g in groups + [IDLE]}
     for i in range(len(ne)):
         name = str(ne["name"][i])
         if name not in est:
             continue
         acc = est[name]
-        acc[0] += float(ne["total_energy_j"][i])
-        acc[1] += float(ne["total_energy_ci_low_j"][i])
-        acc[2] += float(ne["total_energy_ci_high_j"][i])
+        acc.energy_j += float(ne["total_energy_j"][i])
+        acc.ci_low_j += float(ne["total_energy_ci_low_j"][i])
+        acc.ci_high_j += float(ne["total_energy_ci_high_j"][i])
         if not bool(ne["resolved"][i]):
-            acc[3] = False
-            acc[4] = acc[4] or str(ne["unresolved_reason"][i])
+            acc.resolved = False
+            acc.reason = acc.reason or str(ne["unresolved_reason"][i])
     for dev, dm in ne.meta.get("devices", {}).items():
         d = out.devices.get(int(dev))
         if d is None:
@@ -417,19 +428,19 @@ def _statistical(out: Breakdown, recording: Any, kernels: KernelTable, groups: l
         t = d["idle_time_s"]
         p = dm.get("idle_power_w", float("nan"))
         acc = est[IDLE]
-        acc[0] += p * t
-        acc[1] += dm.get("idle_power_ci_low_w", float("nan")) * t
-        acc[2] += dm.get("idle_power_ci_high_w", float("nan")) * t
+        acc.energy_j += p * t
+        acc.ci_low_j += dm.get("idle_power_ci_low_w", float("nan")) * t
+        acc.ci_high_j += dm.get("idle_power_ci_high_w", float("nan")) * t
         if not np.isfinite(p):
-            acc[3] = False
-            acc[4] = dm.get("note", "no fit")
-    total = sum(v[0] for v in est.values())
+            acc.resolved = False
+            acc.reason = dm.get("note", "no fit")
+    total = sum(v.energy_j for v in est.values())
     for r in out.rows:
         v = est.get(r["group"])
         if v is None:
             continue
-        r.update(stat_energy_j=v[0], stat_ci_low_j=v[1], stat_ci_high_j=v[2],
-                 stat_fraction=v[0] / total if total > 0 else None,
-                 stat_resolved=bool(v[3] and np.isfinite(v[0])), stat_reason=v[4] or None)
+        r.update(stat_energy_j=v.energy_j, stat_ci_low_j=v.ci_low_j, stat_ci_high_j=v.ci_high_j,
+                 stat_fraction=v.energy_j / total if total > 0 else None,
+                 stat_resolved=bool(v.resolved and np.isfinite(v.energy_j)), stat_reason=v.reason or None)
     out.notes.append(f"statistical: counter intervals regressed on each group's time ({level:.0%} intervals, "
                      f"{bootstrap} bootstrap replicates); stat_fraction is of the statistical total")

@@ -77,7 +77,8 @@ def read_ops(path: str, max_bytes: int | None = None) -> KinetoOps:
             k = 1
         else:
             continue
-        args = ev.get("args") if type(ev.get("args")) is dict else {}
+        raw_args = ev.get("args")
+        args: dict[str, object] = raw_args if type(raw_args) is dict else {}
         x = args.get("External id", args.get("external id"))
         try:
             t0 = us_to_ns(ev["ts"])

@@ -122,13 +122,13 @@ def select_windows(recording: Any, pattern: str | None = None) -> list[dict[str,
             else:
                 first, last = int(recording.t_ns[0]), int(recording.t_ns[-1])
             picked = [{"name": "recording", "t0_ns": first, "t1_ns": last}]
-    picked = sorted((dict(w) for w in picked), key=lambda w: int(w["t0_ns"]))
-    for a, b in zip(picked, picked[1:], strict=False):
+    ordered = sorted((dict(w) for w in picked), key=lambda w: int(w["t0_ns"]))
+    for a, b in zip(ordered, ordered[1:], strict=False):
         if int(b["t0_ns"]) < int(a["t1_ns"]):
             raise InvalidArgumentError(
                 f"windows {a.get('name')!r} and {b.get('name')!r} overlap: their energies would be "
                 "counted twice; pick non-overlapping windows by name (--window PATTERN)")
-    return picked
+    return ordered
 
 
 @dataclass
@@ -188,12 +188,12 @@ def window_work_energies(
         else:
             if len(work) != a.size:
                 raise InvalidArgumentError(f"work has {len(work)} entries for {a.size} windows")
-            units = sorted({u for w in work for u in w})
-            for u in units:
-                per_win[u] = np.array([float(w.get(u, 0.0)) for w in work])
-        for u, v in per_win.items():
+            units = sorted({unit for w in work for unit in w})
+            for unit in units:
+                per_win[unit] = np.array([float(w.get(unit, 0.0)) for w in work])
+        for unit, v in per_win.items():
             if not np.all(np.isfinite(v)) or np.any(v < 0):
-                raise InvalidArgumentError(f"work {u!r} must be finite and >= 0 in every window")
+                raise InvalidArgumentError(f"work {unit!r} must be finite and >= 0 in every window")
     we = recording.energies(a, b, channels)
     e = np.zeros(a.size)
     u = np.zeros(a.size)
@@ -248,16 +248,17 @@ def per_work(recording: Any, pattern: str | None = None, *,
     selected window that amount instead (``{"tokens": [..]}``: one per window).
     """
     wins = select_windows(recording, pattern)
-    per: Any
+    per: dict[str, np.ndarray] | list[dict[str, float]]
     if work is None:
         per = work_table(wins)
     else:
-        per = [{} for _ in wins]
+        given: list[dict[str, float]] = [{} for _ in wins]
         for unit, v in work.items():
             arr = np.broadcast_to(np.asarray(v, dtype=np.float64), (len(wins),))
             for i, x in enumerate(arr):
-                per[i][str(unit)] = float(x)
-        for p in per:
+                given[i][str(unit)] = float(x)
+        for p in given:
             p.setdefault(STEP, 1.0)
+        per = given
     return window_work_energies(recording, [int(w["t0_ns"]) for w in wins], [int(w["t1_ns"]) for w in wins],
                                 work=per, channels=channels)
