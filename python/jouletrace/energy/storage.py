@@ -47,9 +47,11 @@ import os
 import struct
 import zipfile
 import zlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeGuard
 
 import numpy as np
+import numpy.typing as npt
 
 from .._input import input_budget, open_regular, too_large
 from .._json import plain as _jsonable
@@ -238,7 +240,7 @@ class _Archive:
             metadata=header.get("metadata") or {},
         )
 
-    def member(self, name: str, dtype: Any, shape: tuple[int, ...] | None) -> np.ndarray:
+    def member(self, name: str, dtype: npt.DTypeLike, shape: tuple[int, ...] | None) -> np.ndarray:
         """Member ``name`` as a read-only array, after its .npy header is checked.
 
         The header's dtype and shape must be the expected ones and must account
@@ -279,9 +281,10 @@ class _Archive:
         return a
 
 
-def _depth(x: Any) -> int:
+def _depth(x: object) -> int:
     """Nesting depth of parsed JSON, without recursion."""
     deepest, stack = 0, [(x, 1)]
+    v: object
     while stack:
         v, d = stack.pop()
         if isinstance(v, dict):
@@ -294,32 +297,36 @@ def _depth(x: Any) -> int:
     return deepest
 
 
-def _is_int(x: Any) -> bool:
+def _is_int(x: object) -> TypeGuard[int]:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _is_num(x: Any) -> bool:
+def _is_num(x: object) -> TypeGuard[int | float]:
     return (isinstance(x, (int, float)) and not isinstance(x, bool)) and math.isfinite(x)
 
 
-def _opt(check: Any) -> Any:
+#: A check of one parsed JSON value.
+_Check = Callable[[object], bool]
+
+
+def _opt(check: _Check) -> _Check:
     return lambda x: x is None or check(x)
 
 
-def _dict_of(check: Any) -> Any:
+def _dict_of(check: _Check) -> _Check:
     return lambda x: isinstance(x, dict) and all(check(v) for v in x.values())
 
 
-def _list_of(check: Any) -> Any:
+def _list_of(check: _Check) -> _Check:
     return lambda x: isinstance(x, list) and all(check(v) for v in x)
 
 
-def _window_ok(w: Any) -> bool:
+def _window_ok(w: object) -> bool:
     return (isinstance(w, dict) and _is_int(w.get("t0_ns")) and _opt(_is_int)(w.get("t1_ns"))
             and isinstance(w.get("name", ""), str))
 
 
-def _sensor_ok(s: Any) -> bool:
+def _sensor_ok(s: object) -> bool:
     return isinstance(s, dict) and all(
         check(s.get(k)) for k, check in (
             ("update_period_ns", _opt(lambda v: _is_num(v) and v >= 0)),
@@ -332,7 +339,7 @@ def _sensor_ok(s: Any) -> bool:
 
 
 #: The metadata keys jouletrace itself reads back, and the type each must have.
-_METADATA_TYPES: dict[str, tuple[Any, str]] = {
+_METADATA_TYPES: dict[str, tuple[_Check, str]] = {
     "source": (_opt(lambda v: isinstance(v, str)), "text"),
     "rate_hz": (_opt(lambda v: _is_num(v) and v >= 0), "a non-negative number"),
     "device": (_opt(lambda v: isinstance(v, dict)), "an object"),
