@@ -540,7 +540,7 @@ class Monitor:
     def open_windows(self) -> list[str]:
         """Names of the windows open now (any thread)."""
         with self._lock:
-            return [m.name for stack in self._open.values() for m in stack]  # type: ignore[misc]
+            return [name for (_, name), stack in self._open.items() for _m in stack]
 
     # -- results --------------------------------------------------------------------------
     def measurements(self, name: str | None = None, *, wait: bool = True) -> list[Measurement]:
@@ -567,14 +567,14 @@ class Monitor:
         without blocking the training loop.
         """
         with self._lock:
-            pending = sorted((m for m in self._pending if m.t1_ns is not None), key=lambda m: -int(m.t1_ns))  # type: ignore[arg-type]
+            ended = sorted(((m.t1_ns, m) for m in self._pending if m.t1_ns is not None), key=lambda e: -e[0])
         # Readiness is monotone in the end time: the latest ready end decides for all earlier ones.
-        latest = next((int(m.t1_ns) for m in pending if self._is_ready(int(m.t1_ns))), None)  # type: ignore[arg-type]
+        latest = next((t1 for t1, _ in ended if self._is_ready(t1)), None)
         if latest is None:
             return []
-        batch = [m for m in pending if int(m.t1_ns) <= latest]  # type: ignore[arg-type]
-        self._resolve(True, batch)
-        return sorted(batch, key=lambda m: int(m.t1_ns))  # type: ignore[arg-type]
+        batch = [(t1, m) for t1, m in ended if t1 <= latest]
+        self._resolve(True, [m for _, m in batch])
+        return [m for _, m in sorted(batch, key=lambda e: e[0])]
 
     def _is_ready(self, t1_ns: int) -> bool:
         """Whether every counter has updated ``wait_updates`` times past ``t1_ns`` (or none runs)."""
@@ -629,9 +629,10 @@ class Monitor:
             if m._work:
                 w["work"] = dict(m._work)
             if m.resolved:
-                keys = {k: back.get(k, k) for k in m._energy or {}}
+                energy = m._energy or {}
+                keys = {k: back.get(k, k) for k in energy}
                 keys = {k: dev for k, dev in keys.items() if dev in own}
-                w["energy_j"] = {dev: m._energy[k] for k, dev in keys.items()}  # type: ignore[index]
+                w["energy_j"] = {dev: energy[k] for k, dev in keys.items()}
                 w["uncertainty_j"] = {dev: m._unc.get(k) for k, dev in keys.items()}
                 w["flags"] = {dev: list(m._flags.get(k, ())) for k, dev in keys.items()}
                 if m.provisional:
@@ -713,7 +714,8 @@ class Monitor:
                     self._pending = [m for m in self._pending if id(m) not in done]
                 return
             t0s = np.fromiter((m.t0_ns for m in batch), dtype=np.int64, count=len(batch))
-            t1s = np.fromiter((m.t1_ns for m in batch), dtype=np.int64, count=len(batch))  # type: ignore[misc]
+            # Every pending window has ended (a None would leave the iterator short: an error).
+            t1s = np.fromiter((m.t1_ns for m in batch if m.t1_ns is not None), dtype=np.int64, count=len(batch))
             we, capped = self._energies(t0s, t1s, wait)
             # Without waiting, a window is final only if its end was already followed by the updates.
             provisional = not wait and self.running and not self._is_ready(int(t1s.max()))
