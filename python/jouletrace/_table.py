@@ -13,13 +13,15 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ._optional import require
 
 __all__ = ["Table"]
+
+_T = TypeVar("_T", bound="Table")
 
 
 class Table:
@@ -73,7 +75,7 @@ class Table:
         """Every column at ``index``."""
         return {k: v[index] for k, v in self._cols.items()}
 
-    def take(self, index: Any) -> Table:
+    def take(self: _T, index: Any) -> _T:
         """The rows picked by an integer index array or a boolean mask (a table of the same type)."""
         out = object.__new__(type(self))
         out.__dict__.update(self.__dict__)

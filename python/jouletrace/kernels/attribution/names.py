@@ -113,6 +113,9 @@ from .tables import NameEnergies
 
 __all__ = ["attribute_names"]
 
+#: A timing search's result: the design matrix, the bootstrap's candidate matrices, its details.
+_Timing = tuple[np.ndarray, list[np.ndarray], dict[str, Any]]
+
 
 def _block_grams(Xs: np.ndarray, yw: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
     """Per block of ``block`` consecutive rows: X'X (nb, q, q) and X'y (nb, q)."""
@@ -333,7 +336,7 @@ def attribute_names(
             cols.setdefault(k, []).append(v)
     first = ["device", "name", "name_id"]
     out = {k: np.concatenate(cols[k]) for k in first + [k for k in cols if k not in first]}
-    return NameEnergies(out, meta).sort()  # type: ignore[return-value]
+    return NameEnergies(out, meta).sort()
 
 
 def _grouped_names(kernels: KernelTable, by: str) -> tuple[list[str], np.ndarray]:
@@ -346,8 +349,10 @@ def _grouped_names(kernels: KernelTable, by: str) -> tuple[list[str], np.ndarray
     raise InvalidArgumentError(f"by must be 'name' or 'short_name', got {by!r}")
 
 
-def _names_one_device(recording, ch, s, e, nid, names, span_ns, max_names, bootstrap, level,  # type: ignore[no-untyped-def]
-                      min_launches, min_intervals, max_relative_ci, timing, seed, upd):
+def _names_one_device(recording: Recording, ch: str, s: np.ndarray, e: np.ndarray, nid: np.ndarray,
+                      names: list[str], span_ns: tuple[int, int] | None, max_names: int, bootstrap: int,
+                      level: float, min_launches: int, min_intervals: int, max_relative_ci: float,
+                      timing: bool, seed: int | None, upd: Updates) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     n_all = len(names)
     span = span_ns if span_ns is not None else (int(s.min()), int(e.max())) if s.size else (0, 0)
     sw = _sweep(s, e) if s.size else None
@@ -372,7 +377,7 @@ def _names_one_device(recording, ch, s, e, nid, names, span_ns, max_names, boots
     dmeta: dict[str, Any] = {"updates": int(upd.t_ns.size), "update_placement": upd.summary()}
     if upd.t_ns.size >= 3:
         dmeta["update_period_ns"] = float(np.median(np.diff(upd.t_ns)))
-    if keep.sum() < 2 or s.size == 0:
+    if keep.sum() < 2 or sw is None:  # sw is None when there are no launches
         X = np.zeros((0, p))
         dE = np.zeros(0)
         T = np.zeros(0)
@@ -497,7 +502,8 @@ def _counter_models(recording: Recording, ch: str, period_ns: float) -> list[tup
 _MODEL_DECISIVE = 10.0
 
 
-def _choose_counter_model(fits: list, dof: int) -> tuple[np.ndarray, list[np.ndarray], dict[str, Any], dict[str, Any]]:  # type: ignore[type-arg]
+def _choose_counter_model(fits: list[tuple[str, float | None, _Timing]],
+                          dof: int) -> tuple[np.ndarray, list[np.ndarray], dict[str, Any], dict[str, Any]]:
     """The counter model whose fit leaves the least residual; when the other is not clearly
     worse (by ``_MODEL_DECISIVE`` residual variances), its timings stay among the bootstrap's
     candidates too, so the intervals carry the doubt about the model."""
@@ -687,7 +693,7 @@ def _cumulative_at(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_
 
 def _timing_search(sw: _Sweep, s: np.ndarray, e: np.ndarray, gid: np.ndarray, n_groups: int, upd: Updates,
                    keep: np.ndarray, y: np.ndarray, T: np.ndarray, timing: bool,
-                   window_ns: float | None = None) -> tuple[np.ndarray, list[np.ndarray], dict[str, Any]]:
+                   window_ns: float | None = None) -> _Timing:
     """The update timing within the placement's own uncertainty (module docstring, step 4).
 
     Independent offsets (sample brackets) are averaged over; a grid's shared phase

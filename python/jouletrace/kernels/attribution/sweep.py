@@ -86,8 +86,8 @@ def share_times(start_ns: np.ndarray, end_ns: np.ndarray) -> np.ndarray:
     return sw.w[sw.end_pos] - sw.w[sw.start_pos]
 
 
-def _pieces(sw: _Sweep, start: np.ndarray, end: np.ndarray, u: np.ndarray,  # type: ignore[no-untyped-def]
-            idx: np.ndarray | None = None):
+def _pieces(sw: _Sweep, start: np.ndarray, end: np.ndarray, u: np.ndarray,
+            idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(launch index, interval index, share time) of every launch piece inside the intervals.
 
     ``start``/``end`` may be a subset of the sweep's launches: ``idx`` holds their

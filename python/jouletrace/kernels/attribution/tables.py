@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ..._table import Table
 
 __all__ = ["NameEnergies", "LaunchEnergies"]
+
+_T = TypeVar("_T", bound="_Table")
 
 
 class _Table(Table):
@@ -22,7 +24,7 @@ class _Table(Table):
         super().__init__(columns)
         self.meta: dict[str, Any] = dict(meta or {})
 
-    def sort(self, by: str | None = None, descending: bool = True) -> Table:
+    def sort(self: _T, by: str | None = None, descending: bool = True) -> _T:
         """A copy ordered by ``by`` (default: total energy), largest first; NaN last."""
         key = np.asarray(self[by or self._default_sort], dtype=np.float64)
         k = np.where(np.isnan(key), -np.inf if descending else np.inf, key)
