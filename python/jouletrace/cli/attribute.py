@@ -203,11 +203,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_text(result, table, args.top))
     if args.perfetto:
-        common = dict(kernels=kernels, alignment=result.alignment, launches=result.launches, names=result.names)
         if kernels.format == "kineto-json":
-            merge_kineto(args.trace, args.perfetto, rec, **common)
+            merge_kineto(args.trace, args.perfetto, rec, kernels=kernels, alignment=result.alignment,
+                         launches=result.launches, names=result.names)
         else:
-            write_perfetto(args.perfetto, rec, **common)
+            write_perfetto(args.perfetto, rec, kernels=kernels, alignment=result.alignment,
+                           launches=result.launches, names=result.names)
         if not args.json:
             print(f"wrote {args.perfetto} (open it in https://ui.perfetto.dev)")
     return 0

@@ -16,7 +16,7 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -71,8 +71,21 @@ CHEAPER = {"sgemm": 0.55, "flash_attn": 0.6}
 SEQ_LEN, BATCH = 512, 8
 
 
+class Schedule(TypedDict):
+    """What :func:`schedule` plans: the launches (one entry per launch in the arrays) and the steps."""
+
+    names: list[str]
+    start: np.ndarray
+    end: np.ndarray
+    name_id: np.ndarray
+    watts: np.ndarray
+    #: (name, t0_ns, t1_ns) per step, and its work ({"tokens", "samples"}).
+    steps: list[tuple[str, int, int]]
+    work: list[dict[str, int]]
+
+
 def schedule(t0_ns: int, seconds: float, rng: np.random.Generator,
-             speed: dict[str, float] | None = None) -> dict[str, Any]:
+             speed: dict[str, float] | None = None) -> Schedule:
     """Kernel launches of a training-like run from ``t0_ns`` (CLOCK_MONOTONIC), and its steps.
 
     ``speed`` maps a substring of kernel names to a factor on their durations (a cheaper
@@ -87,7 +100,11 @@ def schedule(t0_ns: int, seconds: float, rng: np.random.Generator,
     fwd = [i for i, p in enumerate(phase) if p == "fwd"]
     bwd = [i for i, p in enumerate(phase) if p == "bwd"]
     opt = [i for i, p in enumerate(phase) if p == "opt"]
-    S, E, N, steps = [], [], [], []
+    S: list[np.ndarray] = []
+    E: list[np.ndarray] = []
+    N: list[np.ndarray] = []
+    labels: list[str] = []
+    spans: list[tuple[int, int, dict[str, int]]] = []
     t = int(t0_ns)
     end = t0_ns + int(seconds * 1e9)
     step = 0
@@ -124,11 +141,11 @@ def schedule(t0_ns: int, seconds: float, rng: np.random.Generator,
         S.append(st)
         E.append(st + d)
         N.append(np.asarray(seq))
-        steps.append(("eval " if evaluating else "step ") + str(step + 1))
+        labels.append(("eval " if evaluating else "step ") + str(step + 1))
         batch = int(BATCH * scale)
         # A step's window opens where the previous one closed: it holds the data loading
         # before its kernels, as `with window("step")` around the whole loop body would.
-        steps.append((win_start, step_end, {"tokens": batch * SEQ_LEN, "samples": batch}))
+        spans.append((win_start, step_end, {"tokens": batch * SEQ_LEN, "samples": batch}))
         win_start = step_end
         step += 1
         t = step_end + int(rng.integers(8_000_000, 30_000_000))  # data loading: the GPU idles
@@ -136,8 +153,8 @@ def schedule(t0_ns: int, seconds: float, rng: np.random.Generator,
     kernel_w = watts[nid] * np.maximum(rng.normal(1.0, 0.05, nid.size), 0.0)
     return {
         "names": names, "start": start, "end": stop, "name_id": nid, "watts": kernel_w,
-        "steps": [(steps[i], *steps[i + 1][:2]) for i in range(0, len(steps), 2)],
-        "work": [steps[i + 1][2] for i in range(0, len(steps), 2)],
+        "steps": [(label, a, b) for label, (a, b, _) in zip(labels, spans, strict=True)],
+        "work": [w for _, _, w in spans],
     }
 
 
@@ -256,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _true_per_token(sim: SimGPU, plan: dict[str, Any]) -> float:
+def _true_per_token(sim: SimGPU, plan: Schedule) -> float:
     a = np.array([x for _, x, _ in plan["steps"]])
     b = np.array([x for _, _, x in plan["steps"]])
     return float(np.sum(sim.true_energy(a, b))) / sum(w["tokens"] for w in plan["work"])
