@@ -19,7 +19,7 @@ import time
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -34,8 +34,23 @@ from .workloads import name_watts, sharing_segments, tile
 __all__ = ["SENSORS", "ReplayDevice", "Replay", "replay", "recording_quality", "score", "summarize", "oracle_updates",
            "without_timestamps"]
 
+class _SensorPeriod(TypedDict):
+    update_period_s: float
+
+
+class SensorConfig(_SensorPeriod, total=False):
+    """A simulated sensor kind: :class:`~jouletrace.sampling.sim.SimGPU`'s sensor options
+    (``update_period_s`` required)."""
+
+    avg_window_s: float
+    power_usage_window_s: float
+    latency_s: float
+    counter: str
+    publish_counter: bool
+
+
 #: Sensor kinds: H100-like (100 ms updates, 25 ms averaging) and A100-like (20 ms).
-SENSORS: dict[str, dict[str, float]] = {
+SENSORS: dict[str, SensorConfig] = {
     "h100": {"update_period_s": 0.1, "avg_window_s": 0.025},
     "a100": {"update_period_s": 0.02, "avg_window_s": 0.02},
 }
@@ -113,7 +128,7 @@ def recording_quality(recording: Recording, update_period_ns: float | None = Non
     }
 
 
-def replay(tables: Mapping[str, KernelTable], seconds: float, *, sensors: Mapping[str, Mapping[str, float]] = SENSORS,
+def replay(tables: Mapping[str, KernelTable], seconds: float, *, sensors: Mapping[str, SensorConfig] = SENSORS,
            rate_hz: float = 1000.0, seed: int = 0, idle_w: float = 60.0,
            gap_ns: tuple[int, int] = (5_000_000, 80_000_000), **sampler_options: Any) -> Replay:
     """Replay every table on its own simulated GPU, for every sensor kind, recording in real time.
@@ -138,7 +153,7 @@ def replay(tables: Mapping[str, KernelTable], seconds: float, *, sensors: Mappin
     raise TimeoutError(f"the samplers were not reading by the schedule's start, three times (the setup took up to {lead_ns / 2e9:g} s)")
 
 
-def _replay_once(tables: Mapping[str, KernelTable], seconds: float, sensors: Mapping[str, Mapping[str, float]],
+def _replay_once(tables: Mapping[str, KernelTable], seconds: float, sensors: Mapping[str, SensorConfig],
                  rate_hz: float, seed: int, idle_w: float, gap_ns: tuple[int, int], lead_ns: int,
                  sampler_options: dict[str, Any]) -> Replay | None:
     """One replay (``replay``), or None when the samplers were not reading by the schedule's start."""
@@ -150,7 +165,7 @@ def _replay_once(tables: Mapping[str, KernelTable], seconds: float, sensors: Map
         for si, (sname, cfg) in enumerate(sensors.items()):
             period_ns = int(round(cfg["update_period_s"] * 1e9))
             sim = SimGPU(gpus=len(tables), idle_w=idle_w, phase_ns=int(rng_phase.integers(0, period_ns)),
-                         **cfg)  # type: ignore[arg-type]
+                         **cfg)
             for g, (tname, table) in enumerate(tables.items()):
                 rng = np.random.default_rng([seed, si, zlib.crc32(tname.encode())])
                 s, e, nid, stream = tile(table, start, seconds, rng, gap_ns=gap_ns)

@@ -9,11 +9,14 @@ power segments of the simulated GPU, whose counter model
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 
 import numpy as np
+import numpy.typing as npt
 
 from jouletrace.energy.recording import Recording
 from jouletrace.kernels.traces import KernelTable
+from jouletrace.sampling.sim import SimGPU
 
 #: A wall-clock offset for synthetic runs: epoch = monotonic + EPOCH_OFFSET.
 EPOCH_OFFSET = 1_700_000_000_000_000_000
@@ -60,7 +63,7 @@ def synthetic_launches(rng: np.random.Generator, t0_ns: int, seconds: float, n_n
     }
 
 
-def synthetic_recording(sim, t0_ns: int, t1_ns: int, rng: np.random.Generator, rate_hz: float = 1000.0,  # type: ignore[no-untyped-def]
+def synthetic_recording(sim: SimGPU, t0_ns: int, t1_ns: int, rng: np.random.Generator, rate_hz: float = 1000.0,
                         gpu: int = 0, epoch_offset: int = EPOCH_OFFSET) -> Recording:
     """What a Sampler polling ``sim`` at ``rate_hz`` over [t0, t1] would record (no real time).
 
@@ -82,7 +85,8 @@ def synthetic_recording(sim, t0_ns: int, t1_ns: int, rng: np.random.Generator, r
     )
 
 
-def kernel_table(start: np.ndarray, end: np.ndarray, name_id: np.ndarray, names, stream=None,  # type: ignore[no-untyped-def]
+def kernel_table(start: np.ndarray, end: np.ndarray, name_id: np.ndarray, names: Iterable[object],
+                 stream: npt.ArrayLike | None = None,
                  epoch_offset: int = EPOCH_OFFSET) -> KernelTable:
     """An epoch-clock KernelTable of launches given in CLOCK_MONOTONIC ns."""
     order = np.argsort(start, kind="stable")
@@ -94,12 +98,13 @@ def kernel_table(start: np.ndarray, end: np.ndarray, name_id: np.ndarray, names,
     )
 
 
-def name_watts(names, lo: float = 40.0, hi: float = 350.0) -> np.ndarray:  # type: ignore[no-untyped-def]
+def name_watts(names: Iterable[object], lo: float = 40.0, hi: float = 350.0) -> np.ndarray:
     """A fixed, reproducible power above idle for each kernel name (from a hash of the name)."""
     return np.array([lo + (zlib.crc32(str(n).encode()) % 10_000) / 10_000 * (hi - lo) for n in names])
 
 
-def sharing_segments(start: np.ndarray, end: np.ndarray, watts: np.ndarray):  # type: ignore[no-untyped-def]
+def sharing_segments(start: np.ndarray, end: np.ndarray,
+                     watts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Power segments under the equal-sharing physics: while m kernels run, the power above idle
     is the mean of their powers. Running sums of counts and watts over the sorted edges."""
     t = np.concatenate([start, end]).astype(np.int64)
@@ -112,7 +117,7 @@ def sharing_segments(start: np.ndarray, end: np.ndarray, watts: np.ndarray):  # 
 
 
 def tile(table: KernelTable, t0_mono_ns: int, seconds: float, rng: np.random.Generator,
-         gap_ns: tuple[int, int] = (5_000_000, 80_000_000)):  # type: ignore[no-untyped-def]
+         gap_ns: tuple[int, int] = (5_000_000, 80_000_000)) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A trace's kernel timeline repeated back to back from ``t0_mono_ns`` for ``seconds``,
     with a random gap between copies. Returns (start, end, name_id, stream) in CLOCK_MONOTONIC."""
     s0 = table.start_ns - table.start_ns.min()
