@@ -18,6 +18,7 @@ import os
 from functools import partial
 from typing import Any
 
+from .._optional import require
 from .._safe_output import check_output, write_bytes, write_output
 from ..analysis import compare as cmp
 from ..analysis.breakdown import load_patterns
@@ -96,14 +97,8 @@ def _runs(args: argparse.Namespace) -> list[cmp.Run]:
 
 
 def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise InvalidArgumentError("--png needs matplotlib: pip install 'jouletrace[plot]'") from None
-    return plt
+    require("matplotlib", "--png", error=InvalidArgumentError).use("Agg")
+    return require("matplotlib.pyplot", "--png", error=InvalidArgumentError)
 
 
 def category_figure(doc: dict[str, Any]) -> Any:

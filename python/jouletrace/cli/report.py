@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from .._optional import require
 from .._safe_output import check_output, write_output
 from ..energy.blocks import open_recording
 from ..energy.recording import Recording
@@ -27,16 +28,8 @@ def add_parser(sub: Any, help: str) -> None:
 
 def plot(recordings: list[Recording], path: str, size: tuple[float, float] = (12.0, 5.0), dpi: int = 100) -> Any:
     """Power over time, one line per device, windows shaded and labelled. Returns the figure."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise JouletraceError(
-            "--plot needs matplotlib, which is not installed: pip install 'jouletrace[plot]' "
-            "(or pip install matplotlib)"
-        ) from None
+    require("matplotlib", "--plot", error=JouletraceError).use("Agg")
+    plt = require("matplotlib.pyplot", "--plot", error=JouletraceError)
     fig, ax = plt.subplots(figsize=size, dpi=dpi)
     t_origin = min((int(r.t_ns[0]) for r in recordings if len(r)), default=0)
     for rec in recordings:

@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any
 
+from .._optional import require
 from ..energy.monitor import Monitor
 from ..errors import InvalidArgumentError
 from ..integrations.prometheus import expose
@@ -38,10 +39,7 @@ def run(args: argparse.Namespace) -> int:
             gpus = [int(x) for x in gpus.split(",") if x.strip()]
         except ValueError:
             raise InvalidArgumentError(f"--gpus must be all, visible, local or indices like 0,2; got {gpus!r}") from None
-    try:
-        import prometheus_client  # noqa: F401
-    except ImportError:
-        raise InvalidArgumentError("serve needs prometheus_client: pip install 'jouletrace[prometheus]'") from None
+    require("prometheus_client", "serve", error=InvalidArgumentError)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -10,7 +10,8 @@
 * :mod:`.prometheus` — an exporter on ``prometheus_client``.
 
 Optional dependencies (torch, prometheus_client, transformers, lightning) are
-imported only when used, with a message naming the extra to install.
+imported only when used; torch and prometheus_client through
+:func:`jouletrace._optional.require`, whose message names the feature and the extra to install.
 
 May import anything in the package; nothing below imports it (``jouletrace.torch`` and
 ``jouletrace.distributed`` re-export it).
@@ -18,17 +19,7 @@ May import anything in the package; nothing below imports it (``jouletrace.torch
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+# The one helper for optional dependencies, importable here as before.
+from .._optional import require
 
 __all__ = ["require"]
-
-
-def require(module: str, extra: str) -> Any:
-    """Import an optional dependency, or raise ImportError saying how to install it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(
-            f"this part of jouletrace needs {module.split('.')[0]}: pip install 'jouletrace[{extra}]'"
-        ) from exc

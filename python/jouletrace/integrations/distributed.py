@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._default import default_monitor
+from .._optional import require
 from ..energy.measurement import Measurement, counts_in_total
 from ..energy.monitor import Monitor
 from ..errors import InvalidArgumentError
-from . import require
 
 __all__ = ["gather", "GatheredStep", "Gathered", "rank_payload", "merge_payloads"]
 
@@ -145,7 +145,7 @@ def gather(
     a list of Measurements, or None for the default Monitor. ``names``: only
     windows with these names. Returns a :class:`Gathered` on ``dst``, None elsewhere.
     """
-    dist = require("torch.distributed", "torch")
+    dist = require("torch.distributed", "jouletrace.distributed.gather")
     if not dist.is_available() or not dist.is_initialized():
         raise InvalidArgumentError(
             "jouletrace.distributed.gather needs an initialised torch.distributed process group "

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from .._optional import require
 from ..energy.monitor import Monitor
-from . import require
 
 __all__ = ["MonitorCollector", "expose", "Exporter"]
 
@@ -71,7 +71,7 @@ class MonitorCollector:
         self._lock = threading.Lock()
 
     def collect(self) -> Iterator[Any]:
-        core = require("prometheus_client.core", "prometheus")
+        core = require("prometheus_client.core", "the Prometheus exporter")
         labels = ["device", "domain", "uuid", "source"]
         energy = core.CounterMetricFamily(
             "jouletrace_energy", "Energy since the Monitor started, from the hardware counter.", labels=labels,
@@ -156,7 +156,7 @@ def expose(monitor: Monitor, port: int = 9464, address: str = "127.0.0.1") -> Ex
     ``port=0`` picks a free port (``Exporter.port``). ``address`` is loopback by
     default; give ``0.0.0.0`` explicitly to let a Prometheus on another host scrape it.
     """
-    pc = require("prometheus_client", "prometheus")
+    pc = require("prometheus_client", "the Prometheus exporter")
     registry = pc.CollectorRegistry(auto_describe=False)
     registry.register(MonitorCollector(monitor))
     server, thread = pc.start_http_server(port, addr=address, registry=registry)

@@ -30,10 +30,10 @@ from types import TracebackType
 from typing import Any
 
 from .._default import default_monitor
+from .._optional import require
 from ..energy.measurement import Measurement
 from ..energy.monitor import Monitor
 from ..kernels import attribution, export, traces
-from . import require
 
 __all__ = ["window", "EnergyWindow", "ProfilerEnergy", "TraceEnergy", "cuda_sync"]
 
@@ -43,7 +43,7 @@ _torch: Any = None
 def _t() -> Any:
     global _torch
     if _torch is None:
-        _torch = require("torch", "torch")
+        _torch = require("torch", "jouletrace.torch")
     return _torch
 
 
