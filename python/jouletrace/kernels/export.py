@@ -35,18 +35,23 @@ import gzip
 import json
 import os
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._json import plain
 from .._safe_output import write_bytes
 from ..energy.measurement import counts_in_total
+from ..energy.recording import Recording
 from ..energy.windows import flag_names
 from ..errors import TraceFormatError
 from .alignment import Alignment, align, device_channels
 from .traces.kineto import load_kineto, us_to_ns
+from .traces.table import KernelTable
+
+if TYPE_CHECKING:  # for annotations only: exporting loads no attribution code
+    from .attribution.tables import LaunchEnergies, NameEnergies
 
 __all__ = ["write_perfetto", "merge_kineto", "counter_tracks", "window_events"]
 
@@ -115,8 +120,8 @@ def _device_key(channel: str) -> str:
 
 
 def counter_tracks(
-    recording: Any,
-    to_trace: Any,
+    recording: Recording,
+    to_trace: Callable[[np.ndarray], np.ndarray],
     base_ns: int,
     pid_of: dict[str, int],
     channels: Iterable[str] | None = None,
@@ -208,8 +213,8 @@ def _emit(events: list[dict[str, Any]], name: str, unit: str, pid: int, rel_ns: 
 # Windows (Monitor windows, ``jouletrace record``'s command) as slices
 # ---------------------------------------------------------------------------------------------
 def window_events(
-    recording: Any,
-    to_trace: Any,
+    recording: Recording,
+    to_trace: Callable[[np.ndarray], np.ndarray],
     base_ns: int,
     *,
     t_range_ns: tuple[int, int] | None = None,
@@ -285,7 +290,7 @@ def window_events(
 # ---------------------------------------------------------------------------------------------
 # Per-kernel args from attribution results
 # ---------------------------------------------------------------------------------------------
-def _kernel_args(n: int, launches: Any) -> list[dict[str, Any]]:
+def _kernel_args(n: int, launches: LaunchEnergies | None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [{} for _ in range(n)]
     if launches is not None:
         idx = np.asarray(launches["index"], dtype=np.int64)
@@ -299,7 +304,7 @@ def _kernel_args(n: int, launches: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _name_args(names: Any) -> dict[tuple[int, int], dict[str, Any]]:
+def _name_args(names: NameEnergies | None) -> dict[tuple[int, int], dict[str, Any]]:
     if names is None:
         return {}
     out: dict[tuple[int, int], dict[str, Any]] = {}
@@ -320,7 +325,7 @@ def _name_args(names: Any) -> dict[tuple[int, int], dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 # Writers
 # ---------------------------------------------------------------------------------------------
-def _gpu_pids(kernels: Any, recording: Any, device_map: dict[int, str] | None) -> dict[str, int]:
+def _gpu_pids(kernels: KernelTable | None, recording: Recording, device_map: dict[int, str] | None) -> dict[str, int]:
     """Device key (gpu0) -> the trace's GPU process id (its device id, as Kineto does)."""
     if kernels is None or len(kernels) == 0:
         return {}
@@ -332,12 +337,12 @@ def _gpu_pids(kernels: Any, recording: Any, device_map: dict[int, str] | None) -
 
 def write_perfetto(
     path: str | os.PathLike[str],
-    recording: Any,
-    kernels: Any = None,
+    recording: Recording,
+    kernels: KernelTable | None = None,
     *,
     alignment: Alignment | None = None,
-    launches: Any = None,
-    names: Any = None,
+    launches: LaunchEnergies | None = None,
+    names: NameEnergies | None = None,
     channels: Iterable[str] | None = None,
     device_map: dict[int, str] | None = None,
     clip: bool = True,
@@ -352,28 +357,28 @@ def write_perfetto(
     The time base is the trace's clock (epoch for profiler traces), or epoch
     for a recording alone when it holds clock pairs. Returns the path.
     """
-    have_k = kernels is not None and len(kernels) > 0
-    if have_k:
-        al = alignment if alignment is not None else align(kernels, recording)
+    ktab = kernels if kernels is not None and len(kernels) > 0 else None  # None: the counters alone
+    if ktab is not None:
+        al = alignment if alignment is not None else align(ktab, recording)
     elif len(getattr(recording, "clock_pairs", ())):
         al = Alignment("clock_pairs", "epoch", 0, 0, np.asarray(recording.clock_pairs, dtype=np.int64))
     else:
         al = Alignment("identity", "monotonic", 0, 0, np.zeros((0, 3), np.int64))
     t = np.asarray(recording.t_ns, dtype=np.int64)
-    if have_k:
-        lo = int(kernels.start_ns.min())
-        if len(kernels.ranges):
-            lo = min(lo, int(kernels.ranges.start_ns.min()))
+    if ktab is not None:
+        lo = int(ktab.start_ns.min())
+        if len(ktab.ranges):
+            lo = min(lo, int(ktab.ranges.start_ns.min()))
         base = (lo // 1_000_000_000) * 1_000_000_000
-        span = (int(al.to_monotonic(kernels.start_ns.min())) - 1_000_000_000,
-                int(al.to_monotonic(kernels.end_ns.max())) + 1_000_000_000)
+        span = (int(al.to_monotonic(ktab.start_ns.min())) - 1_000_000_000,
+                int(al.to_monotonic(ktab.end_ns.max())) + 1_000_000_000)
     else:
         base = (int(al.to_trace(t[:1])[0]) // 1_000_000_000) * 1_000_000_000 if t.size else 0
         span = None
     events: list[dict[str, Any]] = []
-    pid_of = _gpu_pids(kernels, recording, device_map) if have_k else {}
-    if have_k:
-        events += _kernel_events(kernels, base, launches, names)
+    pid_of = _gpu_pids(ktab, recording, device_map) if ktab is not None else {}
+    if ktab is not None:
+        events += _kernel_events(ktab, base, launches, names)
     events += counter_tracks(recording, al.to_trace, base, pid_of, channels,
                              t_range_ns=span if clip else None)
     events += window_events(recording, al.to_trace, base, t_range_ns=span if clip else None)
@@ -387,7 +392,7 @@ def write_perfetto(
             "clock": al.trace_clock,
             "alignment": al.method,
             "alignment_uncertainty_ns": int(al.uncertainty_ns),
-            "source": getattr(kernels, "source", None) if have_k else None,
+            "source": getattr(ktab, "source", None) if ktab is not None else None,
         },
     }
     if al.trace_clock == "epoch":
@@ -397,7 +402,8 @@ def write_perfetto(
     return _write(path, _dumps(doc))
 
 
-def _kernel_events(kernels: Any, base: int, launches: Any, names: Any) -> list[dict[str, Any]]:
+def _kernel_events(kernels: KernelTable, base: int, launches: LaunchEnergies | None,
+                   names: NameEnergies | None) -> list[dict[str, Any]]:
     n = len(kernels)
     args = _kernel_args(n, launches)
     nargs = _name_args(names)
@@ -445,12 +451,12 @@ def _kernel_events(kernels: Any, base: int, launches: Any, names: Any) -> list[d
 def merge_kineto(
     trace_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
-    recording: Any,
+    recording: Recording,
     *,
-    kernels: Any = None,
+    kernels: KernelTable | None = None,
     alignment: Alignment | None = None,
-    launches: Any = None,
-    names: Any = None,
+    launches: LaunchEnergies | None = None,
+    names: NameEnergies | None = None,
     channels: Iterable[str] | None = None,
     device_map: dict[int, str] | None = None,
     clip: bool = True,
@@ -492,8 +498,8 @@ def merge_kineto(
     return _write(out_path, _dumps(doc))
 
 
-def _annotate_kineto(events: list[Any], kernels: Any, base: int, launches: Any, names: Any,
-                     us_to_ns: Any) -> None:
+def _annotate_kineto(events: list[Any], kernels: KernelTable, base: int, launches: LaunchEnergies | None,
+                     names: NameEnergies | None, us_to_ns: Callable[[Any], int]) -> None:
     args = _kernel_args(len(kernels), launches)
     nargs = _name_args(names)
     key_to_row = {
