@@ -277,7 +277,8 @@ class Recording(Samples):
         """
         return bool(self._cumulative.get(channel, False)) and counter_width(self.metadata, channel).wraps
 
-    def _flag_pauses(self, a: np.ndarray, b: np.ndarray, e: np.ndarray, u: np.ndarray, f: np.ndarray):  # type: ignore[no-untyped-def]
+    def _flag_pauses(self, a: np.ndarray, b: np.ndarray, e: np.ndarray, u: np.ndarray,
+                     f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Windows across a long sampler pause: flagged, uncertainty infinite (energy is a lower bound)."""
         pauses = [(int(p0), int(p1)) for p0, p1 in self.metadata.get("pauses") or []
                   if int(p1) - int(p0) > self.PAUSE_WRAP_RISK_NS]

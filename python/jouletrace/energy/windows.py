@@ -729,6 +729,7 @@ def characterize(
         return out
     chg = np.flatnonzero(v[1:] != v[:-1]) + 1
     out["updates"] = int(chg.size)
+    period: float | None = None
     if chg.size >= 3:
         first = chg[: MEDIAN_CHANGES + 1]  # the medians look at the first changes (updates.MEDIAN_CHANGES)
         mid = t[first - 1] + (t[first] - t[first - 1]) // 2
@@ -737,7 +738,7 @@ def characterize(
         out["resolved"] = bool(np.median((t[first] - t[first - 1])[:MEDIAN_CHANGES]) < 0.5 * period)
     if cumulative:
         out["quantum_j"] = counter_quantum(v)
-        u = locate_updates(t, v, update_period_ns=out["update_period_ns"])  # type: ignore[arg-type]
+        u = locate_updates(t, v, update_period_ns=period)
         out["update_timing"] = u.method
     elif counter is not None:
         out["averaged"] = _looks_averaged(t, v, chg, *counter)
@@ -748,7 +749,7 @@ def characterize(
 AVERAGED_SAMPLES = 1 << 21
 
 
-def _looks_averaged(t, v, chg, ct, cv) -> bool | None:  # type: ignore[no-untyped-def]
+def _looks_averaged(t: np.ndarray, v: np.ndarray, chg: np.ndarray, ct: np.ndarray, cv: np.ndarray) -> bool | None:
     if ct.size > AVERAGED_SAMPLES:  # a bounded span: the sensor does not change during a run
         cut = ct[AVERAGED_SAMPLES - 1]
         ct, cv = ct[:AVERAGED_SAMPLES], cv[:AVERAGED_SAMPLES]

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .._optional import require
 from ..errors import InvalidArgumentError, SourceUnavailableError
@@ -245,7 +246,7 @@ class SimGPU:
         """Add ``watts`` on top of idle power over [start_ns, end_ns) (CLOCK_MONOTONIC)."""
         self.add_segments([start_ns], [end_ns], [watts], gpu=gpu)
 
-    def add_segments(self, start_ns, end_ns, watts, gpu: int = 0) -> None:  # type: ignore[no-untyped-def]
+    def add_segments(self, start_ns: npt.ArrayLike, end_ns: npt.ArrayLike, watts: npt.ArrayLike, gpu: int = 0) -> None:
         """Vectorised :meth:`add_segment`; segments may overlap (their watts add)."""
         s = np.asarray(start_ns, dtype=np.int64).ravel()
         e = np.asarray(end_ns, dtype=np.int64).ravel()
@@ -420,16 +421,16 @@ class SimGPU:
             out = e[i] + w[i] * (upto - a[i]).astype(np.float64) * 1e-9
         return np.where(none, 0.0, out)
 
-    def true_energy_at(self, t_ns, gpu: int = 0) -> np.ndarray:  # type: ignore[no-untyped-def]
+    def true_energy_at(self, t_ns: npt.ArrayLike, gpu: int = 0) -> np.ndarray:
         """Exact energy (J) since ``load_ns`` at CLOCK_MONOTONIC ``t_ns`` (vectorised; live load included)."""
         q = np.asarray(t_ns, dtype=np.int64)
         return self._schedule_at(q, gpu, False) + self._live_at(q, gpu, False)
 
-    def true_energy(self, t0_ns, t1_ns, gpu: int = 0):  # type: ignore[no-untyped-def]
+    def true_energy(self, t0_ns: npt.ArrayLike, t1_ns: npt.ArrayLike, gpu: int = 0) -> np.ndarray:
         """Exact energy (J) over [t0_ns, t1_ns] (vectorised)."""
         return self.true_energy_at(t1_ns, gpu) - self.true_energy_at(t0_ns, gpu)
 
-    def true_power(self, t_ns, gpu: int = 0) -> np.ndarray:  # type: ignore[no-untyped-def]
+    def true_power(self, t_ns: npt.ArrayLike, gpu: int = 0) -> np.ndarray:
         """Exact power (W) at ``t_ns`` (vectorised; live load included)."""
         g = self._gpu(gpu)
         t, lv, _ = g.truth(self.load_ns)
@@ -442,14 +443,14 @@ class SimGPU:
             out = out + np.where((q >= a[i]) & (q < b[i]), w[i], 0.0)
         return out
 
-    def last_update_ns(self, t_ns) -> np.ndarray:  # type: ignore[no-untyped-def]
+    def last_update_ns(self, t_ns: npt.ArrayLike) -> np.ndarray:
         """The sensor's last update at or before ``t_ns``."""
         q = np.asarray(t_ns, dtype=np.int64)
         if self.update_period_ns <= 0:
             return q
         return self.phase_ns + np.floor_divide(q - self.phase_ns, self.update_period_ns) * self.update_period_ns
 
-    def sensor_energy_j(self, t_ns, gpu: int = 0) -> np.ndarray:  # type: ignore[no-untyped-def]
+    def sensor_energy_j(self, t_ns: npt.ArrayLike, gpu: int = 0) -> np.ndarray:
         """What the simulated counter reports at ``t_ns``, in J (the sensor model, for tests).
 
         Computed as the library computes it (the same operations in the same order),
