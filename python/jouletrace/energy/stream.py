@@ -83,6 +83,7 @@ from typing import Any
 import numpy as np
 
 from .._json import plain as _jsonable
+from .._optional import require
 from .._safe_output import write_output
 from ..errors import InvalidArgumentError, JouletraceError
 from .compact import keep_mask
@@ -103,16 +104,10 @@ _STATS = ("t_ns", "polls", "rows", "reads", "dropped_ring", "dropped_storage", "
 
 
 def require_pyarrow() -> Any:
-    """pyarrow, or a clear error saying how to get it."""
-    try:
-        import pyarrow as pa
-        import pyarrow.ipc  # noqa: F401
-    except ImportError:
-        raise JouletraceError(
-            "streaming recordings to disk needs pyarrow, which is not installed here: "
-            "pip install 'jouletrace[stream]' (or pip install pyarrow); or save to a .npz file instead "
-            "(record -o run.npz, or --no-stream)"
-        ) from None
+    """pyarrow, or a clear error saying how to get it (jouletrace._optional.require)."""
+    hint = "or save to a .npz file instead (record -o run.npz, or --no-stream)"
+    pa = require("pyarrow", "streaming recordings to disk", hint=hint, error=JouletraceError)
+    require("pyarrow.ipc", "streaming recordings to disk", hint=hint, error=JouletraceError)
     return pa
 
 
