@@ -75,6 +75,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -82,6 +83,7 @@ from typing import Any
 
 import numpy as np
 
+from .._input import input_budget
 from .._json import plain as _jsonable
 from .._optional import require
 from .._safe_output import write_output
@@ -101,6 +103,8 @@ _PART_RE = re.compile(r"^part-(\d{6,18})\.arrow$")
 _PART_JOURNAL_RE = re.compile(r"^_journal-(\d{6,18})-(\d{1,18})\.arrows$")
 _MAGIC = b"ARROW1\0\0"
 _STATS = ("t_ns", "polls", "rows", "reads", "dropped_ring", "dropped_storage", "missed_deadlines")
+#: The metadata's counters the readers add up: non-negative integers when present.
+_COUNTERS = ("reads", "dropped_ring", "dropped_storage", "missed_deadlines")
 
 
 def require_pyarrow() -> Any:
@@ -474,40 +478,222 @@ class StreamParts:
         self.truncated: list[str] = []
 
 
+class _Flat:
+    """Bounds-checked reads of a FlatBuffers table (the Arrow IPC message header): a hostile header
+    raises ValueError, never reads outside its bytes."""
+
+    def __init__(self, buf: bytes, pos: int) -> None:
+        self.buf = buf
+        if not 0 <= pos <= len(buf) - 4:
+            raise ValueError("table out of bounds")
+        self.pos = pos
+        vt = pos - struct.unpack_from("<i", buf, pos)[0]
+        if not 0 <= vt <= len(buf) - 4:
+            raise ValueError("vtable out of bounds")
+        vlen = struct.unpack_from("<H", buf, vt)[0]
+        if vlen < 4 or vt + vlen > len(buf):
+            raise ValueError("vtable out of bounds")
+        self.fields = struct.unpack_from(f"<{(vlen - 4) // 2}H", buf, vt + 4)
+
+    def _at(self, i: int, size: int) -> int | None:
+        off = self.fields[i] if i < len(self.fields) else 0
+        if not off:
+            return None
+        if self.pos + off + size > len(self.buf):
+            raise ValueError("field out of bounds")
+        return self.pos + off
+
+    def scalar(self, i: int, fmt: str, default: int = 0) -> int:
+        at = self._at(i, struct.calcsize(fmt))
+        return default if at is None else int(struct.unpack_from("<" + fmt, self.buf, at)[0])
+
+    def table(self, i: int) -> _Flat | None:
+        at = self._at(i, 4)
+        return None if at is None else _Flat(self.buf, at + struct.unpack_from("<I", self.buf, at)[0])
+
+    def structs(self, i: int, size: int) -> list[tuple[int, int]]:
+        """A vector of structs of two int64 (``FieldNode``, ``Buffer``)."""
+        at = self._at(i, 4)
+        if at is None:
+            return []
+        v = at + struct.unpack_from("<I", self.buf, at)[0]
+        if v + 4 > len(self.buf):
+            raise ValueError("vector out of bounds")
+        n = struct.unpack_from("<I", self.buf, v)[0]
+        if v + 4 + n * size > len(self.buf):
+            raise ValueError("vector out of bounds")
+        return [struct.unpack_from("<qq", self.buf, v + 4 + k * size) for k in range(n)]
+
+
+_SCHEMA_MSG, _DICT_MSG, _BATCH_MSG = 1, 2, 3
+
+
+class _Damaged(ValueError):
+    """A message whose bytes are there but are not a valid message; ``end``: where it would end."""
+
+    def __init__(self, what: str, end: int) -> None:
+        super().__init__(what)
+        self.end = end
+
+
+def _message(fh: Any, size: int) -> tuple[int, bytes, bytes] | None:
+    """The next Arrow IPC message at ``fh``: ``(kind, its framed header, its body)``, after checking
+    every size it declares against what the file holds; None at the end-of-stream marker or at the
+    end of the file. Raises EOFError when the file ends inside the message (a write cut by a crash),
+    ValueError when its bytes are all there but are not a message."""
+    at = fh.tell()
+    head = fh.read(8)
+    if len(head) < 4:
+        if head:
+            raise EOFError
+        return None
+    cont = struct.unpack_from("<i", head)[0]
+    if cont == 0:  # the end-of-stream marker of the pre-1.0 framing (jouletrace's pyarrow writes -1, 0)
+        fh.seek(at + 4)
+        return None
+    if cont != -1:  # pyarrow >= 0.15 starts every message with 0xFFFFFFFF
+        raise ValueError("no message starts here")
+    if len(head) < 8:
+        raise EOFError
+    pad = 8
+    n = struct.unpack_from("<i", head, 4)[0]
+    if n == 0:
+        return None
+    if n < 0 or n % 8:
+        raise _Damaged(f"a message header of {n} bytes", at + pad)
+    if at + pad + n > size:
+        raise EOFError
+    meta = fh.read(n)
+    if len(meta) < n:
+        raise EOFError
+    try:
+        msg = _Flat(meta, struct.unpack_from("<I", meta, 0)[0])
+        kind = msg.scalar(1, "B")
+        body_len = msg.scalar(3, "q")
+    except (ValueError, struct.error) as e:
+        raise _Damaged(str(e), at + pad + n) from None
+    if body_len < 0 or body_len % 8:
+        raise _Damaged(f"a message body of {body_len} bytes", at + pad + n)
+    if at + pad + n + body_len > size:
+        raise EOFError
+    end = at + pad + n + body_len
+    if kind == _BATCH_MSG:
+        try:
+            rb = msg.table(2)
+            if rb is None:
+                raise ValueError("a record batch without its header")
+            length = rb.scalar(0, "q")
+            nodes, buffers = rb.structs(1, 16), rb.structs(2, 16)
+            if length < 0 or any(not 0 <= ln <= length or not 0 <= nulls <= ln for ln, nulls in nodes):
+                raise ValueError(f"a record batch of {length} rows with columns of other lengths")
+            if any(off < 0 or ln < 0 or off + ln > body_len for off, ln in buffers):
+                raise ValueError("a record batch whose buffers lie outside its body")
+            msg_compressed = rb.table(3) is not None
+        except (ValueError, struct.error) as e:
+            raise _Damaged(str(e), end) from None
+        body = fh.read(body_len)
+        if len(body) < body_len:
+            raise EOFError
+        # What decoding allocates: each buffer's size, or for a compressed one the size its first
+        # 8 bytes declare (a small zstd buffer may declare, and inflate to, gigabytes).
+        inflated = 0
+        for off, ln in buffers:
+            declared = struct.unpack_from("<q", body, off)[0] if msg_compressed and ln >= 8 else -1
+            if declared < -1:
+                raise _Damaged("a compressed buffer of negative size", end)
+            inflated += ln if declared == -1 else declared
+        return kind, head[:pad] + meta, body + struct.pack("<q", inflated)
+    body = fh.read(body_len)
+    if len(body) < body_len:
+        raise EOFError
+    return kind, head[:pad] + meta, body + struct.pack("<q", body_len)
+
+
 def _iter_batches(pa: Any, fh: Any, name: str, parts: StreamParts, bad: Callable[[str], Exception],
-                  schema_out: list[Any], *, single: bool = False) -> Iterator[Any]:
+                  schema_out: list[Any], *, single: bool = False, left: list[int] | None = None,
+                  too_big: Callable[[str], Exception] | None = None, label: str = "") -> Iterator[Any]:
     """Every batch of every stream segment in ``fh`` from where it stands (``single``: of the first
     segment only, as in an IPC file's body), up to a cut (then ``name`` is marked truncated).
-    Read as they are consumed; the schema is put in ``schema_out[0]``."""
+    Read as they are consumed; the schema is put in ``schema_out[0]``.
+
+    Each message is framed here before pyarrow sees it: the sizes it declares (header, body, rows,
+    buffers, what its compressed buffers inflate to) must fit in the file and in ``left[0]`` bytes,
+    so a small file that declares 10^12 rows, or a zstd buffer that inflates to gigabytes, is refused
+    before anything is allocated. A message that the file ends inside is the write a crash cut (the
+    batches before it are kept); one whose bytes are all there but are not a valid message is
+    corruption, refused, unless nothing readable follows it (the last write of a killed run)."""
     size = os.fstat(fh.fileno()).st_size
-    origin = fh.tell()
+    limit = left if left is not None else [1 << 62]
     schema: Any = None
-    while fh.tell() < size:
+    segment_schema: Any = None
+    label = label or name
+    while True:
         start = fh.tell()
         try:
-            reader = pa.ipc.open_stream(fh)
-        except (pa.ArrowInvalid, OSError, EOFError) as e:
-            if schema is None and start == origin and size - origin > 64 * 1024:
-                raise bad(f"{name} is not an Arrow IPC stream ({e})") from None
-            parts.truncated.append(name)  # killed while writing a schema
-            break
-        if schema is not None and not reader.schema.equals(schema):
-            raise bad(f"{name} changes its columns between segments")
-        if schema_out[0] is not None and not reader.schema.equals(schema_out[0]):
-            raise bad(f"{name} has other columns than the parts before it")
-        schema = reader.schema
-        schema_out[:] = [schema]
-        while True:
-            try:
-                b = reader.read_next_batch()
-            except StopIteration:
-                break
-            except (pa.ArrowInvalid, OSError, EOFError):
-                parts.truncated.append(name)  # the batch being written when the run was killed
+            msg = _message(fh, size)
+        except EOFError:
+            parts.truncated.append(name)  # the write a crash cut
+            return
+        except (ValueError, struct.error) as e:
+            # Zeros from where it would end on: some file systems leave a crash's cut write so.
+            if _rest_is_zeros(fh, min(getattr(e, "end", start), size), size):
+                parts.truncated.append(name)
                 return
-            yield b
-        if single or fh.tell() == start:  # an IPC file's footer follows; a reader that consumed nothing
-            break
+            raise bad(f"{label} is not an Arrow IPC stream at byte {start} ({e})") from None
+        if msg is None:  # end of a stream segment (or of the file)
+            if fh.tell() < size and _rest_is_zeros(fh, fh.tell(), size):
+                parts.truncated.append(name)  # zeros where a crash's last write should be
+                return
+            if single or fh.tell() >= size or segment_schema is None:
+                return
+            segment_schema = None
+            continue
+        kind, meta, body = msg
+        inflated = struct.unpack("<q", body[-8:])[0]
+        body = body[:-8]
+        if inflated > limit[0]:
+            if too_big is not None:
+                raise too_big(f"{label}: a batch that decodes to {inflated:,} bytes")
+            raise bad(f"{label} holds a batch that decodes to {inflated:,} bytes, more than the input limit")
+        try:
+            message = pa.ipc.read_message(pa.py_buffer(meta + body))
+            if kind == _SCHEMA_MSG:
+                if segment_schema is not None:
+                    raise ValueError("a second schema in one stream")
+                got = pa.ipc.read_schema(message)
+                if schema is not None and not got.equals(schema):
+                    raise _Damaged(f"{label} changes its columns between segments", -1)
+                if schema_out[0] is not None and not got.equals(schema_out[0]):
+                    raise _Damaged(f"{label} has other columns than the parts before it", -1)
+                schema = segment_schema = got
+                schema_out[:] = [schema]
+                continue
+            if kind != _BATCH_MSG or segment_schema is None:
+                raise ValueError(f"a message of kind {kind} where a record batch was expected")
+            b = pa.ipc.read_record_batch(message, segment_schema)
+            b.validate(full=True)
+        except (pa.ArrowException, ValueError, OSError, EOFError) as e:
+            if _rest_is_zeros(fh, fh.tell(), size):
+                parts.truncated.append(name)  # the last write of a killed run, its bytes not all written
+                return
+            if isinstance(e, _Damaged) and e.end == -1:
+                raise bad(str(e)) from None
+            raise bad(f"{label} holds a damaged message at byte {start} ({e})") from None
+        if any(c.null_count for c in b.columns):
+            raise bad(f"{label} holds missing values (nulls), which jouletrace never writes")
+        yield b
+
+
+def _rest_is_zeros(fh: Any, at: int, size: int) -> bool:
+    """Whether the file holds only zero bytes from ``at`` (what some file systems leave of a write
+    cut by a crash), reading at most 1 MiB; the file's position is kept."""
+    if size - at > 1 << 20:
+        return False
+    here = fh.tell()
+    fh.seek(at)
+    zeros = not fh.read(size - at).strip(b"\0")
+    fh.seek(here)
+    return zeros
 
 
 def _journals(path: str) -> dict[str, list[tuple[int, str]]]:
@@ -521,22 +707,44 @@ def _journals(path: str) -> dict[str, list[tuple[int, str]]]:
 
 def _journal_rows(pa: Any, folder: str, name: str, label: str, journals: list[tuple[int, str]], have: int,
                   open_file: Callable[[str], Any], parts: StreamParts, bad: Callable[[str], Exception],
-                  schema_out: list[Any]) -> Iterator[Any]:
-    """The rows of ``journals`` (``(start row, file)``) past the ``have`` rows already read."""
+                  schema_out: list[Any], last: Any, left: list[int] | None,
+                  too_big: Callable[[str], Exception] | None, prefix: str) -> Iterator[Any]:
+    """The rows of ``journals`` (``(start row, file)``) past the ``have`` rows already read, the last
+    of which is ``last`` (a one-row batch, None when there are none).
+
+    A journal whose first rows are already in the part (a run killed between writing a commit and
+    removing the journal before it) must hold, at the part's last row, that same row: one whose name
+    says otherwise would splice unrelated rows into the recording, and is refused."""
     for start, entry in sorted(journals):
         if start > have:  # a gap: the part (or schema 1 main file) lost a committed batch (cut short)
             parts.truncated.append(name)
             break
         jschema: list[Any] = [None]
+        jleft = [left[0]] if left is not None else None
+        jb = []
         with open_file(os.path.join(folder, entry)) as fh:
-            jb = list(_iter_batches(pa, fh, name, parts, bad, jschema))
+            for b in _iter_batches(pa, fh, name, parts, bad, jschema, left=jleft, too_big=too_big,
+                                   label=f"{prefix}{entry}"):
+                if jleft is not None:
+                    jleft[0] -= b.nbytes
+                jb.append(b)
         if jschema[0] is None:
             continue
         if schema_out[0] is not None and not jschema[0].equals(schema_out[0]):
-            raise bad(f"{entry} has other columns than {label}")
+            raise bad(f"{prefix}{entry} has other columns than {label}")
         if schema_out[0] is None:
             schema_out[:] = [jschema[0]]
         skip = have - start
+        total = sum(b.num_rows for b in jb)
+        if 0 < skip <= total:
+            at = skip - 1
+            for b in jb:
+                if at < b.num_rows:
+                    if last is None or not b.slice(at, 1).equals(last):
+                        raise bad(f"{prefix}{entry} does not continue {label}: its name says its rows start at "
+                                  f"row {start}, but its row {start + skip - 1} is not the part's")
+                    break
+                at -= b.num_rows
         for b in jb:
             if skip >= b.num_rows:
                 skip -= b.num_rows
@@ -544,14 +752,16 @@ def _journal_rows(pa: Any, folder: str, name: str, label: str, journals: list[tu
             b = b.slice(skip)
             skip = 0
             have += b.num_rows
+            last = b.slice(b.num_rows - 1)
             yield b
 
 
 def iter_table(pa: Any, path: str, name: str, open_file: Callable[[str], Any], parts: StreamParts,
-               bad: Callable[[str], Exception], schema_out: list[Any]) -> Iterator[Any]:
+               bad: Callable[[str], Exception], schema_out: list[Any], *, left: list[int] | None = None,
+               too_big: Callable[[str], Exception] | None = None) -> Iterator[Any]:
     """The batches of table ``name``, segment after segment: each part's (or, schema 1, its main
     file's), then the rows of its journals past them (a run killed between commits). Read as they
-    are consumed."""
+    are consumed; no batch may decode to more than ``left[0]`` bytes (``too_big`` says so)."""
     folder = os.path.join(path, name)
     if not os.path.isdir(folder):  # schema 1: NAME.arrows (a stream segment per start), NAME.journal-N.arrows
         p = os.path.join(path, f"{name}.arrows")
@@ -559,12 +769,16 @@ def iter_table(pa: Any, path: str, name: str, open_file: Callable[[str], Any], p
             parts.truncated.append(name)
             return
         have = 0
+        last = None
         with open_file(p) as fh:
-            for b in _iter_batches(pa, fh, name, parts, bad, schema_out):
+            for b in _iter_batches(pa, fh, name, parts, bad, schema_out, left=left, too_big=too_big,
+                                   label=f"{name}.arrows"):
                 have += b.num_rows
+                if b.num_rows:
+                    last = b.slice(b.num_rows - 1)
                 yield b
         yield from _journal_rows(pa, path, name, f"{name}.arrows", _journals(path).get(name, []), have,
-                                 open_file, parts, bad, schema_out)
+                                 open_file, parts, bad, schema_out, last, left, too_big, "")
         return
     files: dict[int, str] = {}
     journals: dict[int, list[tuple[int, str]]] = {}
@@ -585,6 +799,7 @@ def iter_table(pa: Any, path: str, name: str, open_file: Callable[[str], Any], p
             parts.truncated.append(name)
             return
         have = 0
+        last = None
         with open_file(os.path.join(folder, entry)) as fh:
             magic = fh.read(len(_MAGIC))
             if magic != _MAGIC:
@@ -593,11 +808,14 @@ def iter_table(pa: Any, path: str, name: str, open_file: Callable[[str], Any], p
                 if magic:
                     parts.truncated.append(name)  # killed while writing the magic
             else:
-                for b in _iter_batches(pa, fh, name, parts, bad, schema_out, single=True):
+                for b in _iter_batches(pa, fh, name, parts, bad, schema_out, single=True, left=left,
+                                       too_big=too_big, label=f"{name}/{entry}"):
                     have += b.num_rows
+                    if b.num_rows:
+                        last = b.slice(b.num_rows - 1)
                     yield b
         yield from _journal_rows(pa, folder, name, f"{name}/{entry}", journals.get(seg, []), have,
-                                 open_file, parts, bad, schema_out)
+                                 open_file, parts, bad, schema_out, last, left, too_big, f"{name}/")
 
 
 def check_samples_schema(schema: Any, chans: list[dict[str, Any]], bad: Callable[[str], Exception]) -> None:
@@ -609,6 +827,20 @@ def check_samples_schema(schema: Any, chans: list[dict[str, Any]], bad: Callable
     for col, t in want.items():
         if got.get(col) != t:
             raise bad(f"the samples' column {col!r} is {got.get(col, 'missing')}, expected {t}")
+
+
+def _read_small(open_file: Callable[[str], Any], path: str, cap: int, too_big: Callable[[str], Exception]) -> bytes:
+    """The bytes of a JSON member, at most ``cap``: read as they come (``read(cap)`` would allocate
+    ``cap`` bytes at once, a sixteenth of the input budget, for a file of a few hundred bytes)."""
+    out = bytearray()
+    with open_file(path) as fh:
+        while True:
+            chunk = fh.read(min(1 << 20, cap + 1 - len(out)))
+            if not chunk:
+                return bytes(out)
+            out += chunk
+            if len(out) > cap:
+                raise too_big(os.path.basename(path))
 
 
 def read_stream(path: str, budget: int, open_file: Callable[[str], Any], bad: Callable[[str], Exception],
@@ -623,10 +855,8 @@ def read_stream(path: str, budget: int, open_file: Callable[[str], Any], bad: Ca
     pa = require_pyarrow()
     parts = StreamParts()
     left = [budget]
-    with open_file(os.path.join(path, "metadata.json")) as fh:
-        raw = fh.read(max(1 << 20, budget // 16) + 1)
-    if len(raw) > max(1 << 20, budget // 16):
-        raise too_big("metadata.json")
+    cap = max(1 << 20, budget // 16)
+    raw = _read_small(open_file, os.path.join(path, "metadata.json"), cap, too_big)
     try:
         parts.header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -634,13 +864,20 @@ def read_stream(path: str, budget: int, open_file: Callable[[str], Any], bad: Ca
     if not isinstance(parts.header, dict) or parts.header.get("format") != FORMAT:
         raise bad("metadata.json does not name the jouletrace.stream format")
     if os.path.exists(os.path.join(path, "end.json")):
-        with open_file(os.path.join(path, "end.json")) as fh:
-            raw = fh.read(max(1 << 20, budget // 16) + 1)
+        raw = _read_small(open_file, os.path.join(path, "end.json"), cap, too_big)
         try:
             end = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
             end = None  # a damaged end marker: treated as an abnormal end
         parts.end = end if isinstance(end, dict) and isinstance(end.get("metadata"), dict) else None
+    for where, doc in (("metadata.json", parts.header), ("end.json", parts.end)):
+        md = (doc or {}).get("metadata")
+        if md is not None and not isinstance(md, dict):
+            raise bad(f"{where} holds metadata that is a {type(md).__name__}, not an object")
+        for key in _COUNTERS:
+            v = (md or {}).get(key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 63):
+                raise bad(f"{where}: its metadata's {key} is {v!r}, not a count")
     chans = parts.header.get("channels")
     if not isinstance(chans, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in chans):
         raise bad("metadata.json has a malformed channel list")
@@ -649,7 +886,7 @@ def read_stream(path: str, budget: int, open_file: Callable[[str], Any], bad: Ca
     def table(name: str) -> tuple[Any, list[Any]]:
         schema: list[Any] = [None]
         batches = []
-        for b in iter_table(pa, path, name, open_file, parts, bad, schema):
+        for b in iter_table(pa, path, name, open_file, parts, bad, schema, left=left, too_big=too_big):
             left[0] -= b.nbytes
             if left[0] < 0:
                 raise too_big(name)
@@ -673,16 +910,22 @@ def read_stream(path: str, budget: int, open_file: Callable[[str], Any], bad: Ca
         d = b.to_pydict()
         for name, t0, t1, work in zip(d["name"], d["t0_ns"], d["t1_ns"], d["work_json"], strict=True):
             win: dict[str, Any] = {"name": name, "t0_ns": int(t0), "t1_ns": int(t1)}
+            if t1 < t0:
+                raise bad(f"windows: window {name!r} ends before it begins (t1_ns {t1} < t0_ns {t0})")
             if work:
                 try:
                     win["work"] = json.loads(work)
-                except ValueError:
-                    raise bad("windows.arrows holds a window whose work is not JSON") from None
+                except (ValueError, RecursionError):
+                    raise bad(f"windows: window {name!r} has work that is not JSON") from None
+                if not isinstance(win["work"], dict):
+                    raise bad(f"windows: window {name!r} has work that is not a JSON object")
             parts.windows.append(win)
     _, batches = table("stats")
     if batches:
         last = batches[-1].slice(batches[-1].num_rows - 1).to_pydict()
         parts.stats = {k: int(v[0]) for k, v in last.items()}
+        if any(parts.stats.get(k, 0) < 0 for k in _STATS[1:]):
+            raise bad(f"stats: its last row counts less than nothing ({parts.stats})")
     if samples:
         check_rows(parts, int(parts.columns["t_ns"].size), bad)
     return parts
@@ -698,9 +941,10 @@ def check_rows(parts: StreamParts, rows: int, bad: Callable[[str], Exception]) -
 
 
 def iter_samples(path: str, channels: Sequence[str], open_file: Callable[[str], Any], bad: Callable[[str], Exception],
-                 rows: int) -> Iterator[dict[str, np.ndarray]]:
+                 rows: int, *, budget: int | None = None) -> Iterator[dict[str, np.ndarray]]:
     """The sample columns of a streamed recording, about ``rows`` at a time, in order (the tail of
-    a killed run cut as :func:`read_stream` cuts it)."""
+    a killed run cut as :func:`read_stream` cuts it). No batch may decode to more than ``budget``
+    bytes (default: the input budget, :func:`jouletrace._input.input_budget`)."""
     pa = require_pyarrow()
     parts = StreamParts()
     schema: list[Any] = [None]
@@ -723,7 +967,8 @@ def iter_samples(path: str, channels: Sequence[str], open_file: Callable[[str], 
             last_t = int(t[-1])
         return out
 
-    for b in iter_table(pa, path, "samples", open_file, parts, bad, schema):
+    left = [input_budget(None) if budget is None else int(budget)]
+    for b in iter_table(pa, path, "samples", open_file, parts, bad, schema, left=left):
         if not pending:
             check_samples_schema(schema[0], chans, bad)
         pending.append(b)
