@@ -270,3 +270,13 @@ def test_the_readers_accept_what_they_accepted(made: tuple[Path, Path]) -> None:
     rec = jouletrace.load(killed)
     np.testing.assert_array_equal(rec.t_ns, rows(0, 450)["t_ns"])
     assert rec.metadata["stream"]["ended"] == "abnormally" and rec.metadata["stream"]["truncated"] == []
+
+
+def test_a_link_loop_at_the_metadata_is_named_not_taken_for_a_plain_folder(made: tuple[Path, Path],
+                                                                           tmp_path: Path) -> None:
+    ended, _ = made
+    p = copy(ended, tmp_path / "loop.jt")
+    (p / "metadata.json").unlink()
+    (p / "metadata.json").symlink_to("metadata.json")
+    for res in both(p):
+        assert res.startswith("refused") and "metadata.json" in res and "symbolic links" in res, res

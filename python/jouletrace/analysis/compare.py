@@ -301,10 +301,16 @@ def compare(runs: Sequence[Run], *, baseline: int = 0, window: str | None = None
     # The runs are independent (each its own recording and trace): summarised side by side, on
     # threads (the work is numpy's, which lets go of the GIL in its long loops).
     workers = max(1, min(len(runs), os.cpu_count() or 1))
+    def summarize(r: Run) -> dict[str, Any]:
+        try:
+            return summarize_run(r, window=window, patterns=patterns, confidence=confidence, bootstrap=bootstrap,
+                                 top=top, statistical=basis == "statistical", names=names)
+        except InvalidArgumentError as e:  # a bad window or work in one run: say which run
+            where = r.path or r.label
+            raise (type(e)(f"{where}: {e}") if where else e) from None
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        summaries = list(pool.map(lambda r: summarize_run(
-            r, window=window, patterns=patterns, confidence=confidence, bootstrap=bootstrap, top=top,
-            statistical=basis == "statistical", names=names), runs))
+        summaries = list(pool.map(summarize, runs))
         traced_runs = [s for s in summaries if s["breakdown"] is not None]
         # One regression per traced run, and only where it buys something: "auto" skips it when
         # every run's direct category energies are sound (Breakdown.direct_sound).

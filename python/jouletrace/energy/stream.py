@@ -118,7 +118,7 @@ def require_pyarrow() -> Any:
 def is_stream(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is a folder that looks like a streamed recording."""
     p = os.fspath(path)
-    return os.path.isdir(p) and os.path.exists(os.path.join(p, "metadata.json"))
+    return os.path.isdir(p) and os.path.lexists(os.path.join(p, "metadata.json"))  # a link loop there is an error
 
 
 def _write_json(path: str, obj: Any) -> None:
