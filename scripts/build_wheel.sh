@@ -105,8 +105,9 @@ aarch64_headers() {
   local host_inc
   host_inc=$("$py" -c 'import sysconfig; print(sysconfig.get_config_var("INCLUDEPY"))')
   local cfg="$host_inc/pyconfig.h" line
+  # (PY_SUPPORT_TIER, 1 for x86_64 and 2 for aarch64, exists from 3.11 on.)
   for line in '#define HAVE_GCC_ASM_FOR_X64 1' '#define HAVE_GCC_ASM_FOR_X87 1' \
-      '/* #undef HAVE_USABLE_WCHAR_T */' '#define PY_SUPPORT_TIER 1'; do
+      '/* #undef HAVE_USABLE_WCHAR_T */'; do
     if ! grep -qxF "$line" "$cfg"; then
       echo "build_wheel: $cfg does not read like an x86_64 pyconfig.h (no '$line');" \
         "cannot derive the arm64 one: use a Python whose libpython$v-dev:arm64 apt offers" >&2
@@ -135,10 +136,11 @@ for py in "${pythons[@]}"; do
     fi
     inc=$(aarch64_headers "$v" "$py")
     echo "   CPython $v headers for aarch64: $(cat "$inc/.from")"
-    cross=(-C cmake.define.CMAKE_SYSTEM_NAME=Linux -C cmake.define.CMAKE_SYSTEM_PROCESSOR=aarch64
-      -C "cmake.define.Python_INCLUDE_DIR=$inc"
-      -C "cmake.define.PYTHON_MODULE_EXTENSION=.cpython-${tag#cp}-aarch64-linux-gnu.so"
-      -C "wheel.tags=$tag-$tag-linux_aarch64")
+    cross=(--config-settings=cmake.define.CMAKE_SYSTEM_NAME=Linux
+      --config-settings=cmake.define.CMAKE_SYSTEM_PROCESSOR=aarch64
+      "--config-settings=cmake.define.Python_INCLUDE_DIR=$inc"
+      "--config-settings=cmake.define.PYTHON_MODULE_EXTENSION=.cpython-${tag#cp}-aarch64-linux-gnu.so"
+      "--config-settings=wheel.tags=$tag-$tag-linux_aarch64")
   fi
   "$py" -m pip wheel -q --no-deps --disable-pip-version-check -w "$raw" ${cross[@]+"${cross[@]}"} "$root"
 done
