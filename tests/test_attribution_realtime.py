@@ -49,6 +49,9 @@ from jouletrace.testing.replay import (
 )
 from jouletrace.testing.stats import coverage_floor
 
+# Recorded in real time; scripts/test.sh runs these alone at normal priority (the marker, pyproject.toml).
+pytestmark = pytest.mark.realtime
+
 TRACES = Path(os.environ.get("JOULETRACE_TRACES_DIR") or Path(__file__).resolve().parent / "data" / "traces")
 #: Traces whose big names give enough counter intervals on the 20 ms sensor (~1,000 in 20 s) that
 #: they must be resolved, not merely flagged; on the 100 ms sensor (~200) some may be flagged.

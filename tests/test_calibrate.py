@@ -10,6 +10,9 @@ import jouletrace
 from jouletrace.energy.calibrate import SimLoad, calibrate
 from jouletrace.sampling.sensor_model import load_saved, sensor_file
 
+# Recorded in real time; scripts/test.sh runs these alone at normal priority (the marker, pyproject.toml).
+pytestmark = pytest.mark.realtime
+
 
 @pytest.mark.parametrize("counter", ["full", "part_time"])
 def test_calibration_recovers_the_configured_sensor(make_sim, counter):

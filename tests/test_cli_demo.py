@@ -14,6 +14,9 @@ import pytest
 import jouletrace
 from jouletrace.kernels import traces
 
+# Recorded in real time; scripts/test.sh runs these alone at normal priority (the marker, pyproject.toml).
+pytestmark = pytest.mark.realtime
+
 
 def jt(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, JOULETRACE_DEMO_STRICT="1")

@@ -11,6 +11,7 @@ from jouletrace.energy.repeat import InsufficientDataError, t_quantile
 from jouletrace.testing.loads import live_call
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize(("counter", "d_ns", "trials"), [("full", 50_000, 5), ("part_time", 5_000_000, 10)])
 def test_measure_per_call_energy_within_2_percent(make_sim, counter, d_ns, trials):
     """One real-time run. Its 95 % interval misses the truth in 1 run of 20 by design, so a single run
@@ -31,6 +32,7 @@ def test_measure_per_call_energy_within_2_percent(make_sim, counter, d_ns, trial
     assert r.idle_power_w == pytest.approx(60.0, rel=0.01)
 
 
+@pytest.mark.realtime
 def test_measure_refuses_an_unsupported_number(make_sim):
     sim = make_sim(update_period_s=0.1, counter="part_time", idle_w=60.0)
     with pytest.raises(InsufficientDataError, match="wider than"):
