@@ -42,6 +42,7 @@ def test_sampler_timing_script_runs():
     assert len(res["timing"]) == 4
 
 
+@pytest.mark.realtime
 def test_device_check_rehearsal_on_sim():
     """bench/device_check.py end to end on the simulated GPU, so the hardware script cannot rot."""
     import device_check

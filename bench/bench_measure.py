@@ -24,6 +24,7 @@ import argparse
 import time
 
 import numpy as np
+import pytest
 
 import jouletrace
 from jouletrace import _core
@@ -95,6 +96,7 @@ def main() -> None:
                   f"{rp['calls']:,} | {100 * rp['time_cv']:.0f} % (CV) |", flush=True)
 
 
+@pytest.mark.realtime
 def test_measure_bench_runs():
     """The code path of the table (one short naive case; figures come from the script)."""
     nv = naive("full", 5_000_000, n=3)
