@@ -591,7 +591,6 @@ def test_devices_matched_by_uuid_pci_guess_or_map():
 # ------------------------------------------------------------------------------------------------
 # Real traces' kernel timelines through the simulated GPU
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.realtime
 def test_end_to_end_real_time_with_the_sampler_and_a_real_trace(make_sim, tmp_path):
     """The ResNet-50 trace's kernel timeline, shifted to now, replayed by the simulated GPU while a
     Sampler records; the trace is written as Kineto JSON on the wall clock and imported back."""

@@ -30,7 +30,7 @@ from jouletrace.testing.workloads import synthetic_recording
 DATA = Path(__file__).parent / "data" / "traces"
 
 
-@pytest.fixture(scope="module", params=["synthetic", pytest.param("real time", marks=pytest.mark.realtime)])
+@pytest.fixture(scope="module", params=["synthetic", "real time"])
 def models(request):
     """Three models: a baseline, slower GEMMs at equal power, hotter GEMMs at equal time. Recorded
     synthetically (perfect timing: the maths) and in real time (three simulated GPUs, each read by

@@ -501,7 +501,6 @@ def test_power_channel_bound_covers_95_percent(make_sim, period_s, avg_ms):  # t
 
 
 # -- end to end ---------------------------------------------------------------------------------
-@pytest.mark.realtime
 def test_real_sampler_windows_within_bound(make_sim, now_ns):  # type: ignore[no-untyped-def]
     """The native sampler reading the simulated GPU through NVML for 3 s; windows of 1 ms to 1 s."""
     rng = np.random.default_rng(99)

@@ -30,7 +30,6 @@ def busy_sim(make_sim, now_ns):  # type: ignore[no-untyped-def]
     return sim
 
 
-@pytest.mark.realtime
 def test_window_energy_is_within_its_bound(busy_sim):  # type: ignore[no-untyped-def]
     with Monitor(sim=busy_sim, cpu=False, rate_hz=1000) as mon:
         time.sleep(0.05)

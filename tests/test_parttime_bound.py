@@ -88,7 +88,6 @@ def test_auto_edges_choose_aligned_for_windows_locked_to_the_sensor(make_sim):
     assert m.edges["gpu0"] == "aligned" and m.sensor_model["gpu0"]["counter"] == "full"
 
 
-@pytest.mark.realtime
 def test_real_time_part_time_counter_through_the_sampler(make_sim):
     """Real time: a part-time counter read by the sampler thread at 1 kHz, 4 s of random load."""
     sim = make_sim(update_period_s=0.05, avg_window_s=0.0125, idle_w=60.0, counter="part_time")

@@ -73,7 +73,6 @@ def test_exposition_names_help_unit_and_labels(make_sim) -> None:  # type: ignor
         assert name in text
 
 
-@pytest.mark.realtime
 @pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus server binary is not installed "
                     "(apt-get install prometheus; scripts/test.sh installs it when run as root)")
 def test_prometheus_increase_matches_the_recording(make_sim, now_ns, tmp_path) -> None:  # type: ignore[no-untyped-def]
