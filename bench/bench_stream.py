@@ -213,8 +213,7 @@ def timing_paired(pairs: int, seconds: float, folder: str, busy: bool = True,
     ``compare="slice"``: streaming on in both, the sampler thread without, then with its short
     scheduling slice (``wake_slice``)."""
     def settings(i: int) -> dict[str, object]:
-        out: dict[str, object] = {"keep_s": None, "stream_to": tempfile.mkdtemp(dir=folder) + f"/timing{i}.jt"}
-        return out
+        return {"keep_s": None, "stream_to": tempfile.mkdtemp(dir=folder) + f"/timing{i}.jt"}
     if compare == "stream":
         labels = (("off", lambda i: {}), ("on", settings))
     else:

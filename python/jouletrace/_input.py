@@ -23,6 +23,7 @@ import errno
 import fcntl
 import os
 import stat
+from collections.abc import Callable
 from typing import IO, NoReturn, Protocol
 
 from .errors import InvalidArgumentError, JouletraceError, PermissionDeniedError
@@ -150,9 +151,11 @@ class _Readable(Protocol):
 
 
 def read_capped(
-    fh: _Readable, budget: int, path: str, error: type[JouletraceError], what: str = "holds"
+    fh: _Readable, budget: int, path: str, error: type[JouletraceError], what: str = "holds",
+    refuse: Callable[[], Exception] | None = None,
 ) -> bytearray:
-    """All of ``fh`` (a file or a decompressing stream), refusing more than ``budget`` bytes.
+    """All of ``fh`` (a file or a decompressing stream), refusing more than ``budget`` bytes
+    (with :func:`too_large`'s message, or the error ``refuse()`` makes).
 
     Reads in chunks and stops one byte past the budget, so a stream that would
     inflate further is never inflated (or allocated) past it.
@@ -164,6 +167,8 @@ def read_capped(
             return out
         out += chunk
         if len(out) > budget:
+            if refuse is not None:
+                raise refuse()
             too_large(path, what, budget, error)
 
 

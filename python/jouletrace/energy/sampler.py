@@ -41,9 +41,8 @@ class Sampler(_sampling.Sampler):
     then covers the last ``keep_s`` seconds (600; None keeps everything in memory
     too). Needs pyarrow (``pip install 'jouletrace[stream]'``).
 
-    Use as a context manager, or ``start()`` / ``stop()``. Errors on the sampling
-    thread (a GPU lost) are raised at the next ``stop()`` or ``check()``, with
-    what was recorded attached as ``error.recording``.
+    Lifecycle (context manager, ``start()`` / ``stop()``) and errors of the sampling
+    thread: as :class:`jouletrace.sampling.sampler.Sampler`.
     """
 
     def __init__(

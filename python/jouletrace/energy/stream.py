@@ -83,7 +83,7 @@ from typing import Any
 
 import numpy as np
 
-from .._input import input_budget
+from .._input import input_budget, read_capped
 from .._json import plain as _jsonable
 from .._optional import require
 from .._safe_output import write_output
@@ -832,15 +832,8 @@ def check_samples_schema(schema: Any, chans: list[dict[str, Any]], bad: Callable
 def _read_small(open_file: Callable[[str], Any], path: str, cap: int, too_big: Callable[[str], Exception]) -> bytes:
     """The bytes of a JSON member, at most ``cap``: read as they come (``read(cap)`` would allocate
     ``cap`` bytes at once, a sixteenth of the input budget, for a file of a few hundred bytes)."""
-    out = bytearray()
     with open_file(path) as fh:
-        while True:
-            chunk = fh.read(min(1 << 20, cap + 1 - len(out)))
-            if not chunk:
-                return bytes(out)
-            out += chunk
-            if len(out) > cap:
-                raise too_big(os.path.basename(path))
+        return bytes(read_capped(fh, cap, path, JouletraceError, refuse=lambda: too_big(os.path.basename(path))))
 
 
 def read_stream(path: str, budget: int, open_file: Callable[[str], Any], bad: Callable[[str], Exception],
