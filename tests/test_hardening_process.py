@@ -56,6 +56,18 @@ def _kill_all(pids: list[int]) -> None:
             pass
 
 
+def _stopped(pid: int) -> bool:
+    """Every thread of ``pid`` stopped (SIGSTOP is delivered asynchronously), or the process gone."""
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] not in ("T", "t", "Z", "X"):
+                    return False
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return True
+
+
 def _has_children(pid: int) -> bool:
     try:
         for tid in os.listdir(f"/proc/{pid}/task"):
@@ -81,6 +93,8 @@ def test_signal_before_the_command_starts_means_it_never_starts(tmp_path, sig): 
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait_for(lambda p=p: _catches(p.pid, sig) or p.poll() is not None, what="record to install its handlers")
         p.send_signal(signal.SIGSTOP)
+        # Only once it is stopped does "no child yet" mean the command cannot start before the signal.
+        _wait_for(lambda p=p: _stopped(p.pid), what="record to stop")
         started = _has_children(p.pid) or p.poll() is not None
         p.send_signal(sig)
         p.send_signal(signal.SIGCONT)
